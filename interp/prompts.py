@@ -1,0 +1,235 @@
+"""Superposed prompts: in-context examples of several tasks mixed in one prompt.
+
+The scheme is the paper's: a mixture gives *exact* per-task example counts, the examples are
+placed in random order, the query's input never appears in the examples, and the query is
+resampled until every scored task gives a different answer. Each prompt is a structured,
+JSON-serialisable :class:`Prompt`; the same seed gives byte-identical prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interp.errors import InterpError
+from interp.tasks import TaskSet
+
+MAX_QUERY_RESAMPLES = 1000
+
+
+@dataclass
+class Example:
+    input: str
+    task: str
+    answer: str
+
+
+@dataclass
+class Prompt:
+    """One superposed prompt.
+
+    ``text`` ends with the query's separator, where every task's answer is predicted.
+    ``answers`` holds the query's answer under each scored task; ``shares`` the in-context
+    share of each scored task (0 for a task scored as a control but absent from the context).
+    ``separator_offsets`` are character offsets of every separator in ``text`` (examples
+    first, the query's last), used to find token positions by role.
+    """
+
+    prompt_id: int
+    task_set: str
+    text: str
+    query: str
+    answers: dict[str, str]
+    shares: dict[str, float]
+    counts: dict[str, int]
+    examples: list[Example]
+    separator: str
+    separator_offsets: list[int] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prompt:
+        d = dict(d)
+        d["examples"] = [Example(**e) for e in d["examples"]]
+        return cls(**d)
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+    """Parse ``capital=0.5,upper=0.5`` (shares) or ``capital=10,upper=30`` (exact counts)."""
+    mixture: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise InterpError(f"bad mixture item {part!r}: write task=share, e.g. capital=0.5,upper=0.5")
+        name = name.strip()
+        if name in mixture:
+            raise InterpError(f"mixture names task {name!r} twice: give each task once")
+        try:
+            mixture[name] = float(value)
+        except ValueError:
+            raise InterpError(f"bad share {value!r} for task {name!r}: use a number such as 0.5") from None
+    if not mixture:
+        raise InterpError("empty mixture: write e.g. capital=0.5,upper=0.5")
+    return mixture
+
+
+def mixture_counts(mixture: dict[str, float], n_examples: int | None, examples_per_task: int) -> dict[str, int]:
+    """Exact example counts per task from shares (largest remainder) or from integer counts.
+
+    Values that are all integers > 1 (or that sum to more than 1) are read as counts; otherwise
+    they are shares that must sum to 1. Tasks with share 0 are scored but get no examples.
+    """
+    values = list(mixture.values())
+    if any(v < 0 for v in values):
+        raise InterpError("mixture shares must be non-negative")
+    as_counts = sum(values) > 1 + 1e-9 and all(float(v).is_integer() for v in values)
+    if as_counts:
+        return {k: int(v) for k, v in mixture.items()}
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise InterpError(f"mixture shares sum to {sum(values):.4g}, not 1: fix the shares or give integer counts")
+    active = [k for k, v in mixture.items() if v > 0]
+    total = n_examples if n_examples is not None else examples_per_task * len(active)
+    raw = {k: mixture[k] * total for k in mixture}
+    counts = {k: math.floor(v + 1e-9) for k, v in raw.items()}
+    remainder = total - sum(counts.values())
+    # Give the remainder to the tasks with the largest fractional parts (ties: mixture order).
+    for k in sorted(active, key=lambda k: -(raw[k] - counts[k]))[:remainder]:
+        counts[k] += 1
+    return counts
+
+
+def default_mixture(task_set: TaskSet, tasks: list[str] | None = None) -> dict[str, float]:
+    """Uniform mixture over ``tasks`` (default: the task set's default tasks)."""
+    names = tasks or task_set.default_task_names
+    return {name: 1.0 / len(names) for name in names}
+
+
+def _leaks(query: str, example_input: str) -> bool:
+    return query in example_input
+
+
+def build_prompts(
+    task_set: TaskSet,
+    mixture: dict[str, float] | None = None,
+    n_prompts: int = 100,
+    examples_per_task: int | None = None,
+    n_examples: int | None = None,
+    seed: int = 0,
+    separator: str | None = None,
+    with_replacement: bool = False,
+    allow_query_in_examples: bool = False,
+) -> list[Prompt]:
+    """Build ``n_prompts`` superposed prompts.
+
+    Args:
+        task_set: the task family (see :func:`interp.tasks.get_task_set`).
+        mixture: task -> share (summing to 1) or exact counts; default uniform over the set's
+            default tasks. A share of 0 scores that task as a control without showing examples.
+        n_prompts: number of prompts.
+        examples_per_task: examples per active task when shares are given (default: the set's, 20).
+        n_examples: total examples instead (overrides ``examples_per_task``).
+        seed: same seed, same prompts, byte for byte.
+        separator: overrides the task set's separator (``->``, ``=``, ...).
+        with_replacement: allow the same input in several examples (needed for tiny input spaces
+            such as ``bias-add``); by default the inputs within a prompt are distinct.
+        allow_query_in_examples: allow the query input among the examples (only meaningful for
+            tiny input spaces); by default the query never leaks into the examples.
+    """
+    mixture = mixture or default_mixture(task_set)
+    for name in mixture:
+        task_set.task(name)  # raises a clear error for unknown task names
+    counts = mixture_counts(mixture, n_examples, examples_per_task or task_set.examples_per_task)
+    total = sum(counts.values())
+    sep = task_set.separator if separator is None else separator
+    if not sep:
+        raise InterpError("separator must be non-empty")
+    inputs = task_set.inputs()
+    formatted = [task_set.format_input(x) for x in inputs]
+    if not with_replacement and total > len(inputs) - 1:
+        raise InterpError(
+            f"{total} examples requested but task set {task_set.name!r} has only {len(inputs)} distinct inputs "
+            "(one is kept for the query): lower --examples-per-task"
+        )
+    if total > 0:
+        shares = {k: counts[k] / total for k in counts}
+    else:
+        shares = {k: 0.0 for k in counts}
+    labels = [name for name, c in counts.items() for _ in range(c)]
+    scored = list(counts)
+
+    prompts = []
+    for pid in range(n_prompts):
+        rng = random.Random(f"{seed}:{task_set.name}:{pid}")
+        for _ in range(MAX_QUERY_RESAMPLES):
+            qi = rng.randrange(len(inputs))
+            answers = task_set.answers(inputs[qi], scored)
+            if len(set(answers.values())) == len(answers):
+                break
+        else:
+            raise InterpError(
+                f"could not find a query whose answers differ across tasks {scored} in {MAX_QUERY_RESAMPLES} tries: "
+                "mix tasks whose answers can differ"
+            )
+        query = formatted[qi]
+        if allow_query_in_examples:
+            pool = list(range(len(inputs)))
+        else:
+            pool = [i for i in range(len(inputs)) if i != qi and not _leaks(query, formatted[i])]
+        if with_replacement:
+            chosen = [rng.choice(pool) for _ in range(total)]
+        else:
+            if total > len(pool):
+                raise InterpError(
+                    f"only {len(pool)} inputs do not contain the query {query!r}, {total} examples needed: "
+                    "lower --examples-per-task"
+                )
+            chosen = rng.sample(pool, total)
+        order = labels[:]
+        rng.shuffle(order)
+        examples = [Example(formatted[i], task, task_set.task(task).answer(inputs[i])) for i, task in zip(chosen, order)]
+        text, offsets = render_prompt(examples, query, sep)
+        prompts.append(
+            Prompt(
+                prompt_id=pid,
+                task_set=task_set.name,
+                text=text,
+                query=query,
+                answers=answers,
+                shares=dict(shares),
+                counts=dict(counts),
+                examples=examples,
+                separator=sep,
+                separator_offsets=offsets,
+            )
+        )
+    return prompts
+
+
+def render_prompt(examples: list[Example], query: str, separator: str) -> tuple[str, list[int]]:
+    """Examples one per line, then the query and its separator (the paper's template)."""
+    parts: list[str] = []
+    offsets: list[int] = []
+    pos = 0
+    for ex in examples:
+        offsets.append(pos + len(ex.input))
+        line = f"{ex.input}{separator}{ex.answer}\n"
+        parts.append(line)
+        pos += len(line)
+    offsets.append(pos + len(query))
+    parts.append(f"{query}{separator}")
+    return "".join(parts), offsets
+
+
+def save_prompts(prompts: list[Prompt], path: str | Path) -> None:
+    Path(path).write_text("".join(p.to_json() + "\n" for p in prompts), encoding="utf-8")
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [Prompt.from_dict(json.loads(line)) for line in lines if line.strip()]
