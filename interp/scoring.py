@@ -93,7 +93,7 @@ def run_prompts_with_cache(
     return out.logits[:, -1].float(), kv, mask
 
 
-def _select_cache(kv: list[tuple[Tensor, Tensor]], rows: Tensor) -> DynamicCache:
+def select_cache(kv: list[tuple[Tensor, Tensor]], rows: Tensor) -> DynamicCache:
     return DynamicCache([(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv])
 
 
@@ -127,7 +127,7 @@ def continuation_logprobs(
     full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
     start = prompt_mask.sum(-1, keepdim=True)  # next position index per row
     position_ids = start + torch.arange(width - 1, device=device)[None, :]
-    cache = _select_cache(kv, rows)
+    cache = select_cache(kv, rows)
     logits = model.hf_model(input_ids=feed, attention_mask=full_mask, position_ids=position_ids,
                             past_key_values=cache, use_cache=True).logits.float()
     logp = torch.log_softmax(logits, dim=-1)

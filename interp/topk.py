@@ -27,7 +27,7 @@ import torch
 from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
-from interp.scoring import _select_cache, run_prompts_with_cache
+from interp.scoring import run_prompts_with_cache, select_cache
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _next_distributions(model: LoadedModel, last_logits: torch.Tensor, kv: list,
 
     rows = torch.zeros(len(prefixes), dtype=torch.long, device=model.device)
     feed = torch.tensor(prefixes, dtype=torch.long, device=model.device)
-    cache = _select_cache(kv, rows)
+    cache = select_cache(kv, rows)
     full_mask = torch.cat([mask.index_select(0, rows), torch.ones_like(feed)], dim=1)
     start = mask.sum(-1, keepdim=True).index_select(0, rows)
     position_ids = start + torch.arange(feed.shape[1], device=model.device)[None, :]
