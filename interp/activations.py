@@ -1,0 +1,239 @@
+"""Hooked runs that keep only what is asked for: hooks × layers × positions-by-role.
+
+Positions are chosen by *role* in the superposed prompt, not by raw index:
+
+* ``query`` — the query's final separator token, where every task's answer is predicted;
+* ``separators`` — every example's separator, then the query's (``n_examples + 1`` positions);
+* ``last`` — the last token of the prompt (equals ``query`` for prompts built by this toolkit);
+* ``all`` — every position (padded with zeros to the longest prompt; see ``positions == -1``).
+
+Activations are sliced *inside* the hook, so a run never holds more than one prompt's
+selected positions: memory stays flat however many prompts are processed.
+
+Hook names use the TransformerLens vocabulary. Short names expand over layers:
+``resid_post`` → ``blocks.{l}.hook_resid_post``; ``attn.hook_z`` (or ``z``) →
+``blocks.{l}.attn.hook_z``; full names (``blocks.3.attn.hook_pattern``) pass through.
+Stored shapes are ``[prompt, position, *rest]``: ``resid_*``/``*_out`` → ``[prompt, pos, d_model]``,
+``attn.hook_z/q/k/v`` → ``[prompt, pos, head, d_head]``, ``attn.hook_pattern`` →
+``[prompt, pos, head, key_pos]`` (key positions padded to the longest prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import InterpError
+from interp.models import LoadedModel
+from interp.progress import progress
+from interp.prompts import Prompt
+
+POSITION_ROLES = ("query", "separators", "last", "all")
+
+SHORT_HOOKS = {
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "z": "attn.hook_z",
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "pattern": "attn.hook_pattern",
+    "attn_scores": "attn.hook_attn_scores",
+    "mlp_post": "mlp.hook_post",
+    "ln_final_scale": "ln_final.hook_scale",
+}
+# Hooks whose position axis is not axis 1 ([batch, head, query_pos, key_pos]).
+_QUERY_AXIS_2 = ("hook_pattern", "hook_attn_scores")
+
+
+def expand_hook_names(model: LoadedModel, hooks: Sequence[str], layers: Sequence[int] | None = None) -> list[str]:
+    """Full hook names for short or full ``hooks`` over ``layers`` (default: all layers)."""
+    n_layers = model.n_layers
+    layer_list = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
+    for layer in layer_list:
+        if not -n_layers <= layer < n_layers:
+            raise InterpError(f"layer {layer} out of range: {model.name} has layers 0..{n_layers - 1}")
+    layer_list = [layer % n_layers for layer in layer_list]
+    known = set(model.bridge.hook_dict)
+    names: list[str] = []
+    for hook in hooks:
+        hook = hook.strip()
+        if hook in known:
+            names.append(hook)
+            continue
+        suffix = SHORT_HOOKS.get(hook, hook)
+        if suffix in known:  # a global hook such as ln_final.hook_scale
+            names.append(suffix)
+            continue
+        if not suffix.startswith(("hook_", "attn.", "mlp.", "ln1.", "ln2.")):
+            suffix = "hook_" + suffix
+        expanded = [f"blocks.{layer}.{suffix}" for layer in layer_list]
+        missing = [n for n in expanded if n not in known]
+        if missing:
+            raise InterpError(
+                f"unknown hook {hook!r}: use a TransformerLens name such as resid_post, attn.hook_z, "
+                f"attn.hook_pattern, mlp_out (or a full name like blocks.0.hook_resid_post)"
+            )
+        names.extend(expanded)
+    return list(dict.fromkeys(names))
+
+
+def _char_to_token(offsets: list[tuple[int, int]], char_index: int) -> int:
+    for i, (start, end) in enumerate(offsets):
+        if start <= char_index < end:
+            return i
+    raise InterpError(f"no token covers character {char_index}: the tokenizer dropped part of the prompt")
+
+
+def token_positions(model: LoadedModel, prompt: Prompt, role: str, ids: list[int] | None = None) -> list[int]:
+    """Token indices of ``role`` in ``prompt`` (BOS, when present, shifts every index by one)."""
+    if role not in POSITION_ROLES:
+        raise InterpError(f"unknown position role {role!r}: use one of {', '.join(POSITION_ROLES)}")
+    ids = ids if ids is not None else model.encode_prompt(prompt.text)
+    if role == "last" or (role == "query" and not prompt.separator_offsets):
+        return [len(ids) - 1]
+    if role == "all":
+        return list(range(len(ids)))
+    enc = model.tokenizer(prompt.text, add_special_tokens=model.prepend_bos, return_offsets_mapping=True)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    shift = 0
+    if model.prepend_bos and offsets and offsets[0] == (0, 0):
+        shift = 0  # offsets already include the BOS entry at index 0
+    # The separator's *last* character is where the next token (the answer) is predicted.
+    sep_ends = [off + len(prompt.separator) - 1 for off in prompt.separator_offsets]
+    positions = [_char_to_token(offsets, c) + shift for c in sep_ends]
+    if role == "query":
+        return positions[-1:]
+    return positions
+
+
+@dataclass
+class ActivationSet:
+    """Selected activations of a prompt set, indexable like a TransformerLens ActivationCache.
+
+    ``acts["blocks.12.hook_resid_post"]`` is ``[prompt, position, d_model]`` (see module doc for
+    other hooks). ``positions[i, j]`` is the token index of position ``j`` of prompt ``i``
+    (-1 marks padding for role ``all``).
+    """
+
+    tensors: dict[str, Tensor]
+    positions: Int[Tensor, "prompt position"]
+    prompt_ids: list[int]
+    role: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self.tensors:
+            raise KeyError(f"{name!r} not in this activation set; it holds {', '.join(list(self.tensors)[:6])}...")
+        return self.tensors[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tensors
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def stack(self, suffix: str, layers: Sequence[int]) -> Tensor:
+        """``[layer, prompt, position, ...]`` for e.g. ``suffix='hook_resid_post'``."""
+        return torch.stack([self.tensors[f"blocks.{layer}.{suffix}"] for layer in layers])
+
+
+def _position_axis(name: str) -> int:
+    return 2 if name.endswith(_QUERY_AXIS_2) else 1
+
+
+@torch.no_grad()
+def collect_activations(
+    model: LoadedModel,
+    prompts: Sequence[Prompt],
+    hooks: Sequence[str],
+    layers: Sequence[int] | None = None,
+    positions: str = "query",
+    dtype: torch.dtype = torch.float32,
+    show_progress: bool = True,
+) -> ActivationSet:
+    """Run ``model.bridge`` over every prompt and keep only the selected activations (in memory)."""
+    names = expand_hook_names(model, hooks, layers)
+    per_prompt: dict[str, list[Tensor]] = {n: [] for n in names}
+    all_positions: list[list[int]] = []
+    max_layer = max((int(n.split(".")[1]) for n in names if n.startswith("blocks.")), default=model.n_layers - 1)
+    needs_final = any(not n.startswith("blocks.") for n in names)
+    stop_at = None if needs_final or max_layer == model.n_layers - 1 else max_layer + 1
+
+    for prompt in progress(prompts, desc="hooked run", disable=not show_progress):
+        ids = model.encode_prompt(prompt.text)
+        if len(ids) > model.n_ctx:
+            raise InterpError(f"prompt {prompt.prompt_id} has {len(ids)} tokens, over the context of {model.n_ctx}")
+        pos = token_positions(model, prompt, positions, ids)
+        all_positions.append(pos)
+        index = torch.tensor(pos, dtype=torch.long, device=model.device)
+        store: dict[str, Tensor] = {}
+
+        def make_saver(name: str, index: Tensor = index, store: dict[str, Tensor] = store) -> Any:
+            # Bind the requested name: the bridge may report an aliased hook.name (e.g. hook_out).
+            def save(act: Tensor, hook: Any) -> None:
+                picked = act.index_select(_position_axis(name), index)[0]
+                if _position_axis(name) == 2:  # [head, pos, key] -> [pos, head, key]
+                    picked = picked.transpose(0, 1)
+                store[name] = picked.detach().to("cpu", dtype)
+
+            return save
+
+        model.bridge.run_with_hooks(torch.tensor([ids], device=model.device),
+                                    fwd_hooks=[(n, make_saver(n)) for n in names], return_type=None,
+                                    stop_at_layer=stop_at)
+        for n in names:
+            if n not in store:
+                raise InterpError(f"hook {n} did not fire: check the hook name and layers")
+            per_prompt[n].append(store[n])
+
+    tensors = {n: _pad_stack(chunks) for n, chunks in per_prompt.items()}
+    width = max(len(p) for p in all_positions)
+    pos_tensor = torch.full((len(all_positions), width), -1, dtype=torch.long)
+    for i, p in enumerate(all_positions):
+        pos_tensor[i, : len(p)] = torch.tensor(p)
+    meta = {
+        "model": model.name,
+        "fingerprint": model.fingerprint,
+        "hooks": names,
+        "role": positions,
+        "tasks": [sorted(p.answers) for p in prompts],
+        "shares": [p.shares for p in prompts],
+        "task_set": sorted({p.task_set for p in prompts}),
+    }
+    return ActivationSet(tensors, pos_tensor, [p.prompt_id for p in prompts], positions, meta)
+
+
+def _pad_stack(chunks: list[Tensor]) -> Float[Tensor, "prompt position ..."]:
+    """Stack per-prompt tensors, zero-padding every axis to the largest size."""
+    shape = [max(c.shape[d] for c in chunks) for d in range(chunks[0].dim())]
+    out = torch.zeros((len(chunks), *shape), dtype=chunks[0].dtype)
+    for i, c in enumerate(chunks):
+        out[(i, *[slice(0, s) for s in c.shape])] = c
+    return out
+
+
+def get_activations(
+    model: LoadedModel,
+    prompts: Sequence[Prompt],
+    hooks: Sequence[str],
+    layers: Sequence[int] | None = None,
+    positions: str = "query",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+    show_progress: bool = True,
+) -> ActivationSet:
+    """The analyses' entry point: activations from the on-disk cache when present, else computed.
+
+    (The on-disk store lives in :mod:`interp.cache`; until it is used this computes in memory.)
+    """
+    return collect_activations(model, prompts, hooks, layers, positions, dtype, show_progress)
