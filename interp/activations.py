@@ -13,15 +13,25 @@ selected positions: memory stays flat however many prompts are processed.
 Hook names use the TransformerLens vocabulary. Short names expand over layers:
 ``resid_post`` → ``blocks.{l}.hook_resid_post``; ``attn.hook_z`` (or ``z``) →
 ``blocks.{l}.attn.hook_z``; full names (``blocks.3.attn.hook_pattern``) pass through.
-Stored shapes are ``[prompt, position, *rest]``: ``resid_*``/``*_out`` → ``[prompt, pos, d_model]``,
+Shapes are ``[prompt, position, *rest]``: ``resid_*``/``*_out`` → ``[prompt, pos, d_model]``,
 ``attn.hook_z/q/k/v`` → ``[prompt, pos, head, d_head]``, ``attn.hook_pattern`` →
 ``[prompt, pos, head, key_pos]`` (key positions padded to the longest prompt).
+
+:func:`get_activations` is the entry point the analyses use: it derives a content key (see
+:mod:`interp.cache.store`), reuses the verified on-disk entry when there is one ("reused") or
+builds it one shard of ``batch_size`` prompts at a time ("computed"; a killed build resumes from
+its completed shards), and prints one status line to stderr. :func:`collect_activations` is the
+same hooked run kept in memory only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,7 +131,9 @@ class ActivationSet:
 
     ``acts["blocks.12.hook_resid_post"]`` is ``[prompt, position, d_model]`` (see module doc for
     other hooks). ``positions[i, j]`` is the token index of position ``j`` of prompt ``i``
-    (-1 marks padding for role ``all``).
+    (-1 marks padding for role ``all``). ``status`` is ``"reused"`` (loaded from the on-disk
+    cache), ``"computed"`` (built now, and stored when ``key`` is set) or ``"memory"``
+    (``use_cache=False``); ``key``/``path`` name the cache entry.
     """
 
     tensors: dict[str, Tensor]
@@ -129,6 +141,9 @@ class ActivationSet:
     prompt_ids: list[int]
     role: str
     meta: dict[str, Any] = field(default_factory=dict)
+    status: str = "memory"
+    key: str | None = None
+    path: Path | None = None
 
     def __getitem__(self, name: str) -> Tensor:
         if name not in self.tensors:
@@ -138,8 +153,14 @@ class ActivationSet:
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
 
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
     def keys(self) -> list[str]:
         return list(self.tensors)
+
+    def items(self) -> list[tuple[str, Tensor]]:
+        return list(self.tensors.items())
 
     def stack(self, suffix: str, layers: Sequence[int]) -> Tensor:
         """``[layer, prompt, position, ...]`` for e.g. ``suffix='hook_resid_post'``."""
@@ -150,7 +171,71 @@ def _position_axis(name: str) -> int:
     return 2 if name.endswith(_QUERY_AXIS_2) else 1
 
 
+def _stop_layer(model: LoadedModel, names: Sequence[str]) -> int | None:
+    """Stop the forward after the last hooked block (nothing later is needed)."""
+    max_layer = max((int(n.split(".")[1]) for n in names if n.startswith("blocks.")), default=model.n_layers - 1)
+    needs_final = any(not n.startswith("blocks.") for n in names)
+    return None if needs_final or max_layer == model.n_layers - 1 else max_layer + 1
+
+
+def _encode(model: LoadedModel, prompts: Sequence[Prompt], role: str) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and token positions of ``role`` for every prompt (checked against the context)."""
+    all_ids, all_pos = [], []
+    for prompt in prompts:
+        ids = model.encode_prompt(prompt.text)
+        if len(ids) > model.n_ctx:
+            raise InterpError(f"prompt {prompt.prompt_id} has {len(ids)} tokens, over the context of {model.n_ctx}")
+        all_ids.append(ids)
+        all_pos.append(token_positions(model, prompt, role, ids))
+    return all_ids, all_pos
+
+
 @torch.no_grad()
+def _forward_one(model: LoadedModel, ids: list[int], pos: list[int], names: Sequence[str], dtype: torch.dtype,
+                 stop_at: int | None) -> dict[str, Tensor]:
+    """One prompt's selected activations, sliced inside the hooks (``{hook: [position, ...]}``)."""
+    index = torch.tensor(pos, dtype=torch.long, device=model.device)
+    store: dict[str, Tensor] = {}
+
+    def make_saver(name: str) -> Any:
+        # Bind the requested name: the bridge may report an aliased hook.name (e.g. hook_out).
+        def save(act: Tensor, hook: Any) -> None:
+            picked = act.index_select(_position_axis(name), index)[0]
+            if _position_axis(name) == 2:  # [head, pos, key] -> [pos, head, key]
+                picked = picked.transpose(0, 1)
+            store[name] = picked.detach().to("cpu", dtype).contiguous()
+
+        return save
+
+    model.bridge.run_with_hooks(torch.tensor([ids], device=model.device),
+                                fwd_hooks=[(n, make_saver(n)) for n in names], return_type=None,
+                                stop_at_layer=stop_at)
+    for n in names:
+        if n not in store:
+            raise InterpError(f"hook {n} did not fire: check the hook name and layers")
+    return store
+
+
+def _positions_tensor(all_positions: Sequence[Sequence[int]]) -> Int[Tensor, "prompt position"]:
+    width = max(len(p) for p in all_positions)
+    pos_tensor = torch.full((len(all_positions), width), -1, dtype=torch.long)
+    for i, p in enumerate(all_positions):
+        pos_tensor[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+    return pos_tensor
+
+
+def _describe(model: LoadedModel, prompts: Sequence[Prompt], names: list[str], positions: str) -> dict[str, Any]:
+    return {
+        "model": model.name,
+        "fingerprint": model.fingerprint,
+        "hooks": names,
+        "role": positions,
+        "tasks": [sorted(p.answers) for p in prompts],
+        "shares": [p.shares for p in prompts],
+        "task_set": sorted({p.task_set for p in prompts}),
+    }
+
+
 def collect_activations(
     model: LoadedModel,
     prompts: Sequence[Prompt],
@@ -162,54 +247,18 @@ def collect_activations(
 ) -> ActivationSet:
     """Run ``model.bridge`` over every prompt and keep only the selected activations (in memory)."""
     names = expand_hook_names(model, hooks, layers)
+    if not prompts:
+        raise InterpError("no prompts: give at least one prompt")
+    stop_at = _stop_layer(model, names)
+    all_ids, all_positions = _encode(model, prompts, positions)
     per_prompt: dict[str, list[Tensor]] = {n: [] for n in names}
-    all_positions: list[list[int]] = []
-    max_layer = max((int(n.split(".")[1]) for n in names if n.startswith("blocks.")), default=model.n_layers - 1)
-    needs_final = any(not n.startswith("blocks.") for n in names)
-    stop_at = None if needs_final or max_layer == model.n_layers - 1 else max_layer + 1
-
-    for prompt in progress(prompts, desc="hooked run", disable=not show_progress):
-        ids = model.encode_prompt(prompt.text)
-        if len(ids) > model.n_ctx:
-            raise InterpError(f"prompt {prompt.prompt_id} has {len(ids)} tokens, over the context of {model.n_ctx}")
-        pos = token_positions(model, prompt, positions, ids)
-        all_positions.append(pos)
-        index = torch.tensor(pos, dtype=torch.long, device=model.device)
-        store: dict[str, Tensor] = {}
-
-        def make_saver(name: str, index: Tensor = index, store: dict[str, Tensor] = store) -> Any:
-            # Bind the requested name: the bridge may report an aliased hook.name (e.g. hook_out).
-            def save(act: Tensor, hook: Any) -> None:
-                picked = act.index_select(_position_axis(name), index)[0]
-                if _position_axis(name) == 2:  # [head, pos, key] -> [pos, head, key]
-                    picked = picked.transpose(0, 1)
-                store[name] = picked.detach().to("cpu", dtype)
-
-            return save
-
-        model.bridge.run_with_hooks(torch.tensor([ids], device=model.device),
-                                    fwd_hooks=[(n, make_saver(n)) for n in names], return_type=None,
-                                    stop_at_layer=stop_at)
+    for i in progress(range(len(prompts)), desc="hooked run", disable=not show_progress):
+        store = _forward_one(model, all_ids[i], all_positions[i], names, dtype, stop_at)
         for n in names:
-            if n not in store:
-                raise InterpError(f"hook {n} did not fire: check the hook name and layers")
             per_prompt[n].append(store[n])
-
     tensors = {n: _pad_stack(chunks) for n, chunks in per_prompt.items()}
-    width = max(len(p) for p in all_positions)
-    pos_tensor = torch.full((len(all_positions), width), -1, dtype=torch.long)
-    for i, p in enumerate(all_positions):
-        pos_tensor[i, : len(p)] = torch.tensor(p)
-    meta = {
-        "model": model.name,
-        "fingerprint": model.fingerprint,
-        "hooks": names,
-        "role": positions,
-        "tasks": [sorted(p.answers) for p in prompts],
-        "shares": [p.shares for p in prompts],
-        "task_set": sorted({p.task_set for p in prompts}),
-    }
-    return ActivationSet(tensors, pos_tensor, [p.prompt_id for p in prompts], positions, meta)
+    return ActivationSet(tensors, _positions_tensor(all_positions), [p.prompt_id for p in prompts], positions,
+                         _describe(model, prompts, names, positions))
 
 
 def _pad_stack(chunks: list[Tensor]) -> Float[Tensor, "prompt position ..."]:
@@ -221,6 +270,23 @@ def _pad_stack(chunks: list[Tensor]) -> Float[Tensor, "prompt position ..."]:
     return out
 
 
+def activation_key(
+    model: LoadedModel,
+    prompts: Sequence[Prompt],
+    hooks: Sequence[str],
+    layers: Sequence[int] | None = None,
+    positions: str = "query",
+    dtype: torch.dtype = torch.float32,
+) -> str:
+    """The cache key (sha256 hex) of this selection: same inputs, same key, in any process."""
+    from interp.cache.store import dtype_name, entry_key, key_inputs
+
+    names = expand_hook_names(model, hooks, layers)
+    all_ids, all_positions = _encode(model, prompts, positions)
+    return entry_key(key_inputs(model.fingerprint, dtype_name(model.dtype), all_ids, all_positions, names,
+                                positions, dtype_name(dtype)))
+
+
 def get_activations(
     model: LoadedModel,
     prompts: Sequence[Prompt],
@@ -228,12 +294,71 @@ def get_activations(
     layers: Sequence[int] | None = None,
     positions: str = "query",
     dtype: torch.dtype = torch.float32,
-    cache_dir: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     show_progress: bool = True,
+    batch_size: int = 8,
+    repair: bool | None = None,
+    recipe: dict[str, Any] | None = None,
+    log: bool = True,
 ) -> ActivationSet:
-    """The analyses' entry point: activations from the on-disk cache when present, else computed.
+    """The analyses' entry point: activations from the on-disk cache when present, else computed and stored.
 
-    (The on-disk store lives in :mod:`interp.cache`; until it is used this computes in memory.)
+    The entry is keyed by the model fingerprint and dtype, the exact token ids and positions,
+    the hook names, the role and ``dtype`` (see :mod:`interp.cache.store`). A corrupted entry
+    raises an error naming it unless ``repair`` (or ``INTERP_CACHE_REPAIR=1``), which recomputes
+    it. ``batch_size`` prompts go in each shard (a killed build resumes from completed shards).
+    ``recipe`` (JSON-able, e.g. the CLI config) is stored in meta.json. ``use_cache=False``
+    computes in memory only. The result's ``.status`` is ``"reused"`` or ``"computed"``.
     """
-    return collect_activations(model, prompts, hooks, layers, positions, dtype, show_progress)
+    if not use_cache:
+        return collect_activations(model, prompts, hooks, layers, positions, dtype, show_progress)
+    from interp.cache.store import ENV_REPAIR, dtype_name, get_or_build, key_inputs, resolve_cache_dir
+
+    if repair is None:
+        repair = os.environ.get(ENV_REPAIR, "") not in ("", "0")
+    names = expand_hook_names(model, hooks, layers)
+    if not prompts:
+        raise InterpError("no prompts: give at least one prompt")
+    stop_at = _stop_layer(model, names)
+    all_ids, all_positions = _encode(model, prompts, positions)
+    inputs = key_inputs(model.fingerprint, dtype_name(model.dtype), all_ids, all_positions, names, positions,
+                        dtype_name(dtype))
+    records = [{"prompt": json.loads(p.to_json()), "token_ids": ids, "positions": pos}
+               for p, ids, pos in zip(prompts, all_ids, all_positions)]
+    described = _describe(model, prompts, names, positions)
+    meta_extra = {
+        "model": {"name": model.name, "fingerprint": model.fingerprint, "dtype": dtype_name(model.dtype),
+                  "n_layers": model.n_layers, "n_heads": model.n_heads, "d_model": model.d_model},
+        "prompt_ids": [p.prompt_id for p in prompts],
+        "tasks": described["tasks"],
+        "shares": described["shares"],
+        "task_set": described["task_set"],
+        "recipe": recipe or {},
+    }
+
+    def compute_batch(start: int, stop: int) -> tuple[dict[str, Tensor], list[list[int]]]:
+        stores = [_forward_one(model, all_ids[i], all_positions[i], names, dtype, stop_at) for i in range(start, stop)]
+        return {n: _pad_stack([s[n] for s in stores]) for n in names}, all_positions[start:stop]
+
+    def wrap(it: Iterator[Any], total: int) -> Iterator[Any]:
+        return iter(progress(it, desc=f"hooked run ({batch_size} prompts/batch)", total=total,
+                             disable=not show_progress or total == 0))
+
+    def waiting(key: str) -> None:
+        if log:
+            print(f"activations {key[:12]}: waiting for another process building it", file=sys.stderr)
+
+    cache = resolve_cache_dir(cache_dir)
+    result = get_or_build(cache, inputs, records, meta_extra, compute_batch, batch_size=batch_size,
+                          repair=bool(repair), on_wait=waiting, progress_wrap=wrap)
+    entry = result.entry
+    if log:
+        extra = f", resumed {result.resumed_batches} completed batches" if result.resumed_batches else ""
+        size = entry.meta.get("bytes", 0) / 1e6
+        print(f"activations {entry.key[:12]}: {result.status} ({len(prompts)} prompts, {len(names)} hooks, "
+              f"{positions} positions, {size:.2f} MB{extra}) in {entry.path}", file=sys.stderr)
+    meta = {**described, "cache": {"key": entry.key, "path": str(entry.path), "status": result.status,
+                                   "bytes": entry.meta.get("bytes"), "created": entry.meta.get("created")}}
+    return ActivationSet(entry.tensors, _positions_tensor(entry.positions), [p.prompt_id for p in prompts],
+                         positions, meta, status=result.status, key=entry.key, path=entry.path)

@@ -1,0 +1,647 @@
+"""The on-disk activation store: content-addressed, checksummed, crash-safe entries.
+
+Layout of a cache directory (default ``cached_activations/`` at the repo root, see
+:func:`resolve_cache_dir`)::
+
+    cached_activations/
+      <key>/                      one published entry (never modified after publishing)
+        meta.json                 key inputs, model, hooks, role, shapes, prompt ids, task labels,
+                                  shares, created, created-by versions, sha256 of every file,
+                                  and a checksum of meta.json itself
+        prompts.jsonl             one line per prompt: the Prompt, its token ids, its positions
+        batch-00000.safetensors   the selected activations of prompts [0, batch_size)
+        batch-00001.safetensors   ...
+      <key>.partial/              a build in progress (or one that was killed): completed shards
+        progress.json             are listed with their sha256, so a rerun resumes from them
+      .locks/<key>.lock           one lock per key: two builders of the same entry never collide
+
+``<key>`` is the sha256 of the *key inputs* (model fingerprint and dtype, the exact token ids
+and positions of every prompt, the full hook names, the position role, the stored dtype and
+:data:`CACHE_FORMAT`), so a different model, prompt set or selection can never be served.
+
+Guarantees: every file is written to a temporary name in the same directory, fsynced and
+renamed; an entry is built under ``<key>.partial/`` and published by one atomic directory
+rename, so a reader never sees half an entry. Every load re-hashes the entry's files: a
+corrupted or truncated file raises :class:`CacheCorruptError` naming the entry (or is
+recomputed with ``repair=True``), never silently used. Disk-full and permission errors surface
+as one :class:`~interp.errors.InterpError` line. Only safetensors and JSON are ever written.
+
+Test hooks (environment variables, used by the reliability tests only):
+``INTERP_CACHE_TEST_DIE_AFTER_BATCHES=N`` makes a builder SIGKILL itself right after writing
+its N-th shard; ``INTERP_CACHE_TEST_BATCH_DELAY=S`` sleeps S seconds after every shard.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock, Timeout
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
+from torch import Tensor
+
+from interp.errors import InterpError
+
+# Bump whenever the layout or the meaning of stored tensors changes: old entries stop matching.
+CACHE_FORMAT = 1
+ENV_CACHE_DIR = "INTERP_CACHE_DIR"
+ENV_DIE_AFTER = "INTERP_CACHE_TEST_DIE_AFTER_BATCHES"
+ENV_BATCH_DELAY = "INTERP_CACHE_TEST_BATCH_DELAY"
+ENV_REPAIR = "INTERP_CACHE_REPAIR"
+PROJECT_NAME = "interp-superposition"
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+SHARD_FMT = "batch-{:05d}.safetensors"
+_CHUNK = 1 << 20
+
+
+class CacheCorruptError(InterpError):
+    """A cache entry whose files do not match their recorded checksums."""
+
+
+# --------------------------------------------------------------------------------------------
+# Locations and keys
+# --------------------------------------------------------------------------------------------
+
+
+def _checkout_root() -> Path | None:
+    """The repo root when this package runs from a checkout (pyproject.toml names the project)."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if re.search(rf'^name\s*=\s*"{PROJECT_NAME}"', text, re.M) else None
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir`` > ``$INTERP_CACHE_DIR`` > ``<repo root>/cached_activations`` > ``$INTERP_HOME/activations``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env).expanduser()
+    root = _checkout_root()
+    if root is not None:
+        return root / "cached_activations"
+    from interp.models import interp_home
+
+    return interp_home() / "activations"
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte string a JSON value hashes as (sorted keys, no whitespace, ASCII)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def key_inputs(
+    fingerprint: str,
+    model_dtype: str,
+    token_ids: Sequence[Sequence[int]],
+    positions: Sequence[Sequence[int]],
+    hooks: Sequence[str],
+    role: str,
+    dtype: str,
+    format_version: int = CACHE_FORMAT,
+) -> dict[str, Any]:
+    """Everything an entry's content depends on, in a JSON-able form (token ids are hashed)."""
+    return {
+        "format": int(format_version),
+        "model_fingerprint": fingerprint,
+        "model_dtype": model_dtype,
+        "n_prompts": len(token_ids),
+        "tokens_sha256": sha256_bytes(canonical_json([list(map(int, t)) for t in token_ids])),
+        "positions_sha256": sha256_bytes(canonical_json([list(map(int, p)) for p in positions])),
+        "hooks": list(hooks),
+        "role": role,
+        "dtype": dtype,
+    }
+
+
+def entry_key(inputs: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of :func:`key_inputs` (stable across processes and machines)."""
+    return sha256_bytes(canonical_json(inputs))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in table:
+        raise InterpError(f"unknown activation dtype {name!r}: use float32, bfloat16 or float16")
+    return table[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic file writes; OSErrors become one clear line
+# --------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _os_error_line(exc: OSError, cache_dir: Path) -> InterpError:
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        hint = "free disk space or point --cache-dir / INTERP_CACHE_DIR at a larger disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "fix the permissions or point --cache-dir / INTERP_CACHE_DIR at a writable directory"
+    else:
+        hint = "check the cache directory or choose another with --cache-dir / INTERP_CACHE_DIR"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return InterpError(f"cannot write the activation cache in {cache_dir}: {reason}{where}; {hint}")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "cache_format": str(CACHE_FORMAT)}
+    for dist in ("interp-superposition", "torch", "transformer_lens", "transformers", "safetensors"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and verifying entries
+# --------------------------------------------------------------------------------------------
+
+
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    return sha256_bytes(canonical_json({k: v for k, v in meta.items() if k != "checksum"}))
+
+
+def _meta_or_problem(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "meta.json is missing"
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return None, f"meta.json is unreadable ({exc.__class__.__name__})"
+    if not isinstance(meta, dict) or meta.get("checksum") != _meta_checksum(meta):
+        return None, "meta.json fails its checksum"
+    return meta, None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json of entry directory ``path`` (raises CacheCorruptError if unreadable or altered)."""
+    meta, problem = _meta_or_problem(path)
+    if meta is None:
+        raise corrupt_error(path, [str(problem)])
+    return meta
+
+
+def verify_entry(path: Path) -> list[str]:
+    """Re-hash every file of a published entry; the list of problems (empty when the entry is sound)."""
+    meta, problem = _meta_or_problem(path)
+    if meta is None:
+        return [str(problem)]
+    problems: list[str] = []
+    if entry_key(meta.get("key_inputs", {})) != path.name:
+        problems.append("key inputs in meta.json do not hash to the entry's name")
+    for name, info in meta.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        size = file.stat().st_size
+        if size != info.get("bytes"):
+            problems.append(f"{name} is {size} bytes, expected {info.get('bytes')} (truncated?)")
+        elif sha256_file(file) != info.get("sha256"):
+            problems.append(f"{name} fails its sha256 checksum")
+    if not problems:  # prompts.jsonl is sound: check that it matches the key
+        try:
+            records = read_prompt_records(path)
+            ki = meta["key_inputs"]
+            tokens = sha256_bytes(canonical_json([r["token_ids"] for r in records]))
+            positions = sha256_bytes(canonical_json([r["positions"] for r in records]))
+            if tokens != ki["tokens_sha256"] or positions != ki["positions_sha256"]:
+                problems.append("prompts.jsonl token ids or positions do not match the key")
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"prompts.jsonl unreadable ({exc.__class__.__name__})")
+    return problems
+
+
+def corrupt_error(path: Path, problems: list[str]) -> CacheCorruptError:
+    return CacheCorruptError(
+        f"activation cache entry {path.name[:12]} in {path.parent} is corrupted ({problems[0]}): "
+        "run `interp cache verify` for details, or recompute it with --repair (repair=True)"
+    )
+
+
+def read_prompt_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (path / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _pad_cat(chunks: list[Tensor]) -> Tensor:
+    """Concatenate along axis 0, zero-padding the other axes to the largest size."""
+    if all(c.shape[1:] == chunks[0].shape[1:] for c in chunks):
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    shape = [max(c.shape[d] for c in chunks) for d in range(1, chunks[0].dim())]
+    out = torch.zeros((sum(c.shape[0] for c in chunks), *shape), dtype=chunks[0].dtype)
+    start = 0
+    for c in chunks:
+        out[(slice(start, start + c.shape[0]), *[slice(0, s) for s in c.shape[1:]])] = c
+        start += c.shape[0]
+    return out
+
+
+@dataclass
+class LoadedEntry:
+    """The tensors and metadata of one published entry."""
+
+    key: str
+    path: Path
+    tensors: dict[str, Tensor]
+    positions: list[list[int]]
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def load_entry(path: Path, verify: bool = True) -> LoadedEntry:
+    """Load a published entry (re-hashing its files first unless ``verify=False``)."""
+    path = Path(path)
+    if verify:
+        problems = verify_entry(path)
+        if problems:
+            raise corrupt_error(path, problems)
+    meta = read_meta(path)
+    shards = sorted(n for n in meta["files"] if n.endswith(".safetensors"))
+    per_hook: dict[str, list[Tensor]] = {h: [] for h in meta["hooks"]}
+    try:
+        for shard in shards:
+            tensors = load_file(path / shard)
+            for h in per_hook:
+                per_hook[h].append(tensors[h])
+        records = read_prompt_records(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # only reachable with verify=False
+        raise corrupt_error(path, [f"{exc.__class__.__name__} while reading"]) from None
+    tensors = {h: _pad_cat(chunks) for h, chunks in per_hook.items()}
+    return LoadedEntry(path.name, path, tensors, [r["positions"] for r in records], meta, records)
+
+
+# --------------------------------------------------------------------------------------------
+# Building entries
+# --------------------------------------------------------------------------------------------
+
+
+def _lock(cache_dir: Path, key: str) -> FileLock:
+    locks = cache_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{key}.lock"))
+
+
+def _load_progress(partial: Path, key: str, batch_size: int, n_prompts: int) -> dict[str, Any]:
+    """Completed shards of a killed build whose checksums still verify (others are dropped)."""
+    fresh = {"key": key, "batch_size": batch_size, "n_prompts": n_prompts, "shards": {}}
+    try:
+        progress = json.loads((partial / "progress.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fresh
+    if not isinstance(progress, dict) or any(progress.get(k) != fresh[k] for k in ("key", "batch_size", "n_prompts")):
+        return fresh
+    kept = {}
+    for name, info in progress.get("shards", {}).items():
+        file = partial / name
+        if file.is_file() and file.stat().st_size == info.get("bytes") and sha256_file(file) == info.get("sha256"):
+            kept[name] = info
+    fresh["shards"] = kept
+    return fresh
+
+
+def _test_hooks(written: int) -> None:
+    delay = os.environ.get(ENV_BATCH_DELAY)
+    if delay:
+        time.sleep(float(delay))
+    die_after = os.environ.get(ENV_DIE_AFTER)
+    if die_after and written >= int(die_after):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+BatchFn = Callable[[int, int], tuple[dict[str, Tensor], list[list[int]]]]
+
+
+@dataclass
+class BuildResult:
+    status: str  # "reused" or "computed"
+    entry: LoadedEntry
+    resumed_batches: int = 0
+
+
+def _shards(n_prompts: int, batch_size: int) -> Iterator[tuple[int, int, int]]:
+    for i, start in enumerate(range(0, n_prompts, batch_size)):
+        yield i, start, min(start + batch_size, n_prompts)
+
+
+def get_or_build(
+    cache_dir: Path,
+    inputs: dict[str, Any],
+    records: list[dict[str, Any]],
+    meta_extra: dict[str, Any],
+    compute_batch: BatchFn,
+    batch_size: int = 8,
+    repair: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+    progress_wrap: Callable[[Iterator[Any], int], Iterator[Any]] | None = None,
+) -> BuildResult:
+    """Reuse the verified entry for ``inputs`` or build it shard by shard (resuming a killed build).
+
+    ``records`` are the prompts.jsonl lines (``prompt``, ``token_ids``, ``positions``);
+    ``compute_batch(start, stop)`` returns ``({hook: [stop-start, ...]}, positions)`` for those prompts.
+    """
+    if batch_size < 1:
+        raise InterpError(f"batch size must be at least 1, got {batch_size}")
+    key = entry_key(inputs)
+    cache_dir = Path(cache_dir)
+    final = cache_dir / key
+    if final.is_dir() and not repair:
+        return BuildResult("reused", load_entry(final))  # published entries are immutable: no lock needed
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock(cache_dir, key)
+        try:
+            lock.acquire(timeout=0.05)
+        except Timeout:
+            if on_wait:
+                on_wait(key)
+            lock.acquire()
+    except OSError as exc:
+        raise _os_error_line(exc, cache_dir) from None
+    try:
+        if final.is_dir():
+            problems = verify_entry(final)
+            if not problems:
+                return BuildResult("reused", load_entry(final, verify=False))
+            if not repair:
+                raise corrupt_error(final, problems)
+            _remove_tree(final, cache_dir)
+        return _build_locked(cache_dir, key, inputs, records, meta_extra, compute_batch, batch_size, progress_wrap)
+    except OSError as exc:
+        raise _os_error_line(exc, cache_dir) from None
+    finally:
+        lock.release()
+
+
+def _build_locked(
+    cache_dir: Path,
+    key: str,
+    inputs: dict[str, Any],
+    records: list[dict[str, Any]],
+    meta_extra: dict[str, Any],
+    compute_batch: BatchFn,
+    batch_size: int,
+    progress_wrap: Callable[[Iterator[Any], int], Iterator[Any]] | None,
+) -> BuildResult:
+    n = len(records)
+    partial = cache_dir / f"{key}.partial"
+    partial.mkdir(exist_ok=True)
+    progress = _load_progress(partial, key, batch_size, n)
+    done = dict(progress["shards"])
+    for leftover in partial.iterdir():  # half-written temporaries and unverified shards of a killed run
+        if leftover.name not in done and leftover.name != "progress.json":
+            leftover.unlink()
+    resumed = len(done)
+    shapes: dict[str, list[int]] = {}
+    for info in done.values():
+        for h, s in info["shapes"].items():
+            shapes[h] = [max(a, b) for a, b in zip(shapes.get(h, s), s)]
+    todo = [s for s in _shards(n, batch_size) if SHARD_FMT.format(s[0]) not in done]
+    iterator: Iterator[Any] = iter(todo)
+    if progress_wrap is not None:
+        iterator = progress_wrap(iterator, len(todo))
+    written = 0
+    for index, start, stop in iterator:
+        tensors, positions = compute_batch(start, stop)
+        for i, pos in enumerate(positions):  # compute_batch must agree with the key's positions
+            if list(pos) != list(records[start + i]["positions"]):
+                raise InterpError(f"positions of prompt {start + i} changed between key and run: report this bug")
+        tensors = {h: t.contiguous() for h, t in tensors.items()}
+        data = safetensors_save(tensors, metadata={"key": key, "start": str(start), "stop": str(stop)})
+        name = SHARD_FMT.format(index)
+        atomic_write_bytes(partial / name, data)
+        batch_shapes = {h: list(t.shape[1:]) for h, t in tensors.items()}
+        done[name] = {"sha256": sha256_bytes(data), "bytes": len(data), "prompts": [start, stop], "shapes": batch_shapes}
+        for h, s in batch_shapes.items():
+            shapes[h] = [max(a, b) for a, b in zip(shapes.get(h, s), s)]
+        progress["shards"] = done
+        atomic_write_bytes(partial / "progress.json", json.dumps(progress, indent=1).encode())
+        written += 1
+        _test_hooks(written)
+
+    prompts_data = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    atomic_write_bytes(partial / "prompts.jsonl", prompts_data)
+    files = {name: {k: info[k] for k in ("sha256", "bytes", "prompts")} for name, info in sorted(done.items())}
+    files["prompts.jsonl"] = {"sha256": sha256_bytes(prompts_data), "bytes": len(prompts_data)}
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "key_inputs": inputs,
+        "hooks": inputs["hooks"],
+        "role": inputs["role"],
+        "dtype": inputs["dtype"],
+        "n_prompts": n,
+        "batch_size": batch_size,
+        "shapes": {h: [n, *s] for h, s in shapes.items()},
+        "files": files,
+        "bytes": sum(f["bytes"] for f in files.values()),
+        "created": _now(),
+        "created_by": _versions(),
+        **meta_extra,
+    }
+    meta["checksum"] = _meta_checksum(meta)
+    atomic_write_bytes(partial / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"))
+    (partial / "progress.json").unlink()
+    final = cache_dir / key
+    try:
+        os.rename(partial, final)  # the atomic publish: readers see all of the entry or none of it
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and not verify_entry(final):
+            _remove_tree(partial, cache_dir)  # someone published the same content first (no lock support)
+            return BuildResult("reused", load_entry(final, verify=False))
+        raise
+    _fsync_dir(cache_dir)
+    return BuildResult("computed", load_entry(final), resumed_batches=resumed)
+
+
+# --------------------------------------------------------------------------------------------
+# Listing and removing
+# --------------------------------------------------------------------------------------------
+
+
+def _remove_tree(path: Path, cache_dir: Path) -> None:
+    """Delete an entry directory, refusing anything outside ``cache_dir``."""
+    path, cache_dir = Path(path).resolve(), Path(cache_dir).resolve()
+    if path.parent != cache_dir or not KEY_RE.match(path.name.split(".")[0]):
+        raise InterpError(f"refusing to delete {path}: not an entry of the cache directory {cache_dir}")
+    # Rename first so the entry disappears atomically, then delete the renamed tree.
+    doomed = cache_dir / f"{path.name.split('.')[0]}.deleting-{os.getpid()}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
+
+
+@dataclass
+class EntryInfo:
+    key: str
+    path: Path
+    state: str  # "ok" (published) or "partial" (a build in progress or killed)
+    bytes: int
+    created: str
+    meta: dict[str, Any]
+    mtime: float
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        m = self.meta
+        return {
+            "key": self.key[:12],
+            "state": self.state,
+            "model": m.get("model", {}).get("name", "?"),
+            "task_set": ",".join(m.get("task_set", [])) or "-",
+            "prompts": m.get("n_prompts", m.get("progress", "?")),
+            "hooks": len(m.get("hooks", [])),
+            "positions": m.get("role", "?"),
+            "dtype": m.get("dtype", "?"),
+            "MB": round(self.bytes / 1e6, 3),
+            "KB/prompt": round(self.bytes / 1e3 / m["n_prompts"], 1) if m.get("n_prompts") else "-",
+            "created": self.created,
+        }
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def list_entries(cache_dir: Path) -> list[EntryInfo]:
+    """Published and partial entries of ``cache_dir`` (oldest first)."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    out: list[EntryInfo] = []
+    for path in cache_dir.iterdir():
+        name = path.name
+        key, _, suffix = name.partition(".")
+        if not path.is_dir() or not KEY_RE.match(key) or suffix not in ("", "partial"):
+            continue
+        mtime = path.stat().st_mtime
+        created = _dt.datetime.fromtimestamp(mtime, _dt.timezone.utc).replace(microsecond=0).isoformat()
+        meta: dict[str, Any] = {}
+        if suffix == "":
+            try:
+                meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+                created = meta.get("created", created)
+            except (OSError, ValueError):
+                meta = {}
+        else:
+            try:
+                prog = json.loads((path / "progress.json").read_text(encoding="utf-8"))
+                meta = {"progress": f"{len(prog.get('shards', {}))} shards of {-(-prog['n_prompts'] // prog['batch_size'])}"}
+            except (OSError, ValueError, KeyError, ZeroDivisionError):
+                meta = {}
+        out.append(EntryInfo(key, path, "partial" if suffix else "ok", _dir_bytes(path), created, meta, mtime))
+    return sorted(out, key=lambda e: e.created)
+
+
+def find_entries(cache_dir: Path, prefix: str) -> list[EntryInfo]:
+    """Entries (published or partial) whose key starts with ``prefix``."""
+    prefix = prefix.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{4,64}", prefix):
+        raise InterpError(f"bad cache key {prefix!r}: give at least 4 hex characters of a key from `interp cache ls`")
+    return [e for e in list_entries(cache_dir) if e.key.startswith(prefix)]
+
+
+def remove_entry(entry: EntryInfo, cache_dir: Path) -> bool:
+    """Remove one entry unless a builder holds its lock; True when removed."""
+    cache_dir = Path(cache_dir)
+    try:
+        lock = _lock(cache_dir, entry.key)
+        try:
+            lock.acquire(timeout=0.05)
+        except Timeout:
+            return False
+        try:
+            if entry.path.exists():
+                _remove_tree(entry.path, cache_dir)
+            return True
+        finally:
+            lock.release()
+    except OSError as exc:
+        raise _os_error_line(exc, cache_dir) from None
+
+
+def parse_age(text: str) -> float:
+    """Seconds in ``30m``, ``12h``, ``7d``, ``2w`` (or plain seconds)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not m:
+        raise InterpError(f"bad age {text!r}: write e.g. 30m, 12h, 7d or 2w")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def entry_age_seconds(entry: EntryInfo) -> float:
+    try:
+        created = _dt.datetime.fromisoformat(entry.created).timestamp()
+    except ValueError:
+        created = entry.mtime
+    return time.time() - created
