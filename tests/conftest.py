@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny random-weight models (Llama- and Qwen2-shaped, GQA) and SmolLM2.
+
+Models are loaded once per session and must be treated as read-only by tests.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("INTERP_NO_PROGRESS", "1")
+
+TINY_SPECS = ("tiny-llama", "tiny-qwen2")
+_MODELS: dict[str, object] = {}
+
+
+def load_cached(spec: str):  # noqa: ANN201 - returns LoadedModel
+    from interp.models import load_model
+
+    if spec not in _MODELS:
+        _MODELS[spec] = load_model(spec)
+    return _MODELS[spec]
+
+
+@pytest.fixture(autouse=True)
+def _reproducible() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=TINY_SPECS)
+def tiny_model(request: pytest.FixtureRequest):  # noqa: ANN201
+    return load_cached(request.param)
+
+
+@pytest.fixture
+def tiny_llama():  # noqa: ANN201
+    return load_cached("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def smollm2():  # noqa: ANN201
+    return load_cached("smollm2-135m")
