@@ -1,0 +1,316 @@
+"""Logit lens: at which layer does each task's answer appear in the residual stream?
+
+At the query position (the final separator, where every task's answer is predicted) we read
+the residual stream before every block (``blocks.{l}.hook_resid_pre``) and after the last one
+(``blocks.{L-1}.hook_resid_post``, layer ``L``, labelled ``final``), apply the model's *own*
+final norm and unembedding, and record for each task's answer its first token's probability,
+log-probability and rank (1 = the top token). At layer ``L`` this is exactly the model's output
+distribution.
+
+Conditions: ``superposed`` (the prompts as built) and, as controls, ``single:<task>``: the same
+examples (same inputs, same order) and the same query, but every example answered by ``<task>``
+only. Comparing the curves answers: do the tasks' answers rise together (in parallel) or one
+after another, and does superposition delay or weaken any of them?
+
+Only the answer's *first* token is read per layer (its full multi-token probability at the
+output is in the ``superposition`` analysis). When two tasks' answers share their first token
+(``ab``: ``12`` and ``105``) the row is flagged ``shared_first_token``; summaries keep the flag's
+rate so a reader can discount it.
+
+Python::
+
+    from analyses.logit_lens import logit_lens, plot_logit_lens, entry_layers
+    table = logit_lens(model, prompts)           # mean over prompts per (layer, task, condition)
+    fig = plot_logit_lens(table)
+    entry_layers(table, k=10)                    # first layer whose median rank is <= 10
+
+CLI: ``interp run logit-lens --model smollm2-135m --task-set country --n-prompts 10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from jaxtyping import Float  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from interp.activations import get_activations  # noqa: E402
+from interp.cli import Command  # noqa: E402
+from interp.config import add_dataclass_args, from_args  # noqa: E402
+from interp.errors import InterpError  # noqa: E402
+from interp.experiment import ExperimentConfig, make_model, make_prompts  # noqa: E402
+from interp.models import LoadedModel  # noqa: E402
+from interp.progress import progress  # noqa: E402
+from interp.prompts import Example, Prompt, render_prompt, save_prompts  # noqa: E402
+from interp.runs import RunDir  # noqa: E402
+from interp.scoring import tokenize_answers  # noqa: E402
+from interp.tasks import TaskSet, get_task_set  # noqa: E402
+
+SUPERPOSED = "superposed"
+
+
+@dataclass
+class LogitLensConfig(ExperimentConfig):
+    n_prompts: int = field(default=10, metadata={"help": "number of prompts (each costs 1 + K hooked forwards with controls)"})
+    controls: bool = field(default=True, metadata={"help": "also run single-task control prompts (same queries)"})
+    top_k: int = field(default=10, metadata={"help": "rank threshold for the 'first layer in the top k' table"})
+    cache: bool = field(default=True, metadata={"help": "read/write activations through the on-disk activation cache"})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def final_norm_and_unembed(model: LoadedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The HF model's own final norm and output head (the bridge shares their weights)."""
+    base = model.hf_model.base_model
+    norm = getattr(base, "norm", None) or getattr(base, "final_layernorm", None) or getattr(base, "ln_f", None)
+    head = model.hf_model.get_output_embeddings()
+    if norm is None or head is None:
+        raise InterpError(f"cannot find the final norm / unembedding of {type(model.hf_model).__name__}: "
+                          "use a Llama-, Qwen2- or GPT-2-shaped model")
+    return norm, head
+
+
+@torch.no_grad()
+def lens_logits(model: LoadedModel, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Logits the model would output if ``resid`` were its final residual stream."""
+    norm, head = final_norm_and_unembed(model)
+    x = resid.to(model.device, model.dtype)
+    return head(norm(x)).float()
+
+
+def lens_sites(model: LoadedModel) -> list[tuple[int, str, str]]:
+    """(layer index, label, hook name): resid_pre of every block, then the final residual."""
+    n = model.n_layers
+    sites = [(layer, f"resid_pre {layer}", f"blocks.{layer}.hook_resid_pre") for layer in range(n)]
+    sites.append((n, "final", f"blocks.{n - 1}.hook_resid_post"))
+    return sites
+
+
+def _raw_inputs(task_set: TaskSet) -> dict[str, Any]:
+    return {task_set.format_input(x): x for x in task_set.inputs()}
+
+
+def single_task_controls(prompts: Sequence[Prompt], task_set: TaskSet | str) -> dict[str, list[Prompt]]:
+    """For each task, the same prompts with every example answered by that task only.
+
+    Inputs, their order and the query are unchanged, so the prompt length and the query's
+    position barely move; only which task the context demonstrates changes.
+    """
+    ts = get_task_set(task_set) if isinstance(task_set, str) else task_set
+    raw = _raw_inputs(ts)
+    tasks = list(prompts[0].answers) if prompts else []
+    out: dict[str, list[Prompt]] = {}
+    for task in tasks:
+        answer = ts.task(task).answer
+        controls = []
+        for p in prompts:
+            try:
+                examples = [Example(e.input, task, answer(raw[e.input])) for e in p.examples]
+            except KeyError as exc:
+                raise InterpError(f"example input {exc} is not an input of task set {ts.name!r}: "
+                                  "build controls with the prompts' own task set") from None
+            text, offsets = render_prompt(examples, p.query, p.separator)
+            controls.append(Prompt(
+                prompt_id=p.prompt_id, task_set=p.task_set, text=text, query=p.query, answers=dict(p.answers),
+                shares={t: float(t == task) for t in p.answers},
+                counts={t: (len(examples) if t == task else 0) for t in p.answers},
+                examples=examples, separator=p.separator, separator_offsets=offsets,
+            ))
+        out[task] = controls
+    return out
+
+
+def first_answer_tokens(model: LoadedModel, prompt: Prompt) -> dict[str, int]:
+    """Each task's answer's first token id, tokenized in context (as the scorer does)."""
+    ids = model.encode_prompt(prompt.text)
+    return {a.task: a.ids[0] for a in tokenize_answers(model, prompt.text, ids, prompt.answers)}
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+@torch.no_grad()
+def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: str = SUPERPOSED,
+                    show_progress: bool = True, use_cache: bool = True) -> pd.DataFrame:
+    """Per-prompt logit lens at the query position.
+
+    Returns one row per (prompt, layer, task): ``prompt_id, condition, layer, site, task,
+    token, token_str, prob, logprob, rank, shared_first_token``. ``layer`` runs 0..L where
+    ``L`` (site ``final``) is the output distribution.
+    """
+    if not prompts:
+        raise InterpError("no prompts: build at least one prompt")
+    sites = lens_sites(model)
+    acts = get_activations(model, prompts, [name for _, _, name in sites], positions="query",
+                           show_progress=show_progress, use_cache=use_cache, log=show_progress)
+    rows = []
+    for i, p in enumerate(progress(prompts, desc=f"logit lens ({condition})", disable=not show_progress)):
+        first = first_answer_tokens(model, p)
+        tasks = list(first)
+        tokens = torch.tensor([first[t] for t in tasks])
+        resid = torch.stack([acts[name][i, 0] for _, _, name in sites])  # [site, d_model]
+        logits = lens_logits(model, resid).cpu()  # [site, vocab]
+        logp = torch.log_softmax(logits, dim=-1)
+        target = logits[:, tokens]  # [site, task]
+        # Rank 1 = the top token; ties count in the answer's favour.
+        rank = 1 + (logits[:, None, :] > target[:, :, None]).sum(-1)
+        for s, (layer, label, _) in enumerate(sites):
+            for k, task in enumerate(tasks):
+                lp = float(logp[s, tokens[k]])
+                rows.append({
+                    "prompt_id": p.prompt_id, "condition": condition, "layer": layer, "site": label,
+                    "task": task, "token": int(tokens[k]),
+                    "token_str": model.tokenizer.decode([int(tokens[k])]),
+                    "prob": float(np.exp(lp)), "logprob": lp, "rank": int(rank[s, k]),
+                    "shared_first_token": sum(first[t] == first[task] for t in tasks) > 1,
+                })
+    return pd.DataFrame(rows)
+
+
+def summarize_lens(rows: pd.DataFrame, top_k: int = 10) -> pd.DataFrame:
+    """Mean over prompts per (layer, task, condition): prob, logprob, rank, plus median rank,
+    the fraction of prompts with the answer in the top ``top_k`` and the shared-first-token rate."""
+    g = rows.groupby(["condition", "task", "layer", "site"], sort=False)
+    out = g.agg(prob=("prob", "mean"), logprob=("logprob", "mean"), rank=("rank", "mean"),
+                median_rank=("rank", "median"), shared_first_token=("shared_first_token", "mean"),
+                n_prompts=("prompt_id", "nunique")).reset_index()
+    out[f"in_top{top_k}"] = g["rank"].apply(lambda r: float((r <= top_k).mean())).to_numpy()
+    return out[["layer", "site", "task", "condition", "prob", "logprob", "rank", "median_rank",
+                f"in_top{top_k}", "shared_first_token", "n_prompts"]]
+
+
+def logit_lens(model: LoadedModel, prompts: Sequence[Prompt], controls: bool = True,
+               task_set: TaskSet | str | None = None, top_k: int = 10, show_progress: bool = True,
+               return_rows: bool = False, use_cache: bool = True) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Logit lens of every task's answer on ``prompts`` (mean over prompts).
+
+    Args:
+        model: a loaded model.
+        prompts: superposed prompts (condition ``superposed``).
+        controls: also run :func:`single_task_controls` of each task (condition ``single:<task>``).
+        task_set: the prompts' task set (default: looked up from the prompts).
+        top_k: threshold for the ``in_top{k}`` column.
+        return_rows: also return the per-prompt rows.
+        use_cache: read/write residuals through the on-disk activation cache.
+
+    Returns:
+        Tidy DataFrame ``layer, site, task, condition, prob, logprob, rank, median_rank,
+        in_top{k}, shared_first_token, n_prompts`` (and the per-prompt rows if asked).
+    """
+    frames = [logit_lens_rows(model, prompts, SUPERPOSED, show_progress, use_cache)]
+    if controls:
+        ts = task_set if task_set is not None else prompts[0].task_set
+        for task, control in single_task_controls(prompts, ts).items():
+            frames.append(logit_lens_rows(model, control, f"single:{task}", show_progress, use_cache))
+    rows = pd.concat(frames, ignore_index=True)
+    table = summarize_lens(rows, top_k)
+    return (table, rows) if return_rows else table
+
+
+def entry_layers(table: pd.DataFrame, k: int = 10, stat: str = "median_rank") -> pd.DataFrame:
+    """First layer at which each task's answer's ``stat`` (median rank by default) is ``<= k``.
+
+    Returns ``condition, task, first_layer_top{k}`` (NaN when it never enters), plus the
+    final-layer rank and probability for context.
+    """
+    rows = []
+    for (condition, task), g in table.groupby(["condition", "task"], sort=False):
+        g = g.sort_values("layer")
+        hit = g[g[stat] <= k]
+        final = g.iloc[-1]
+        rows.append({"condition": condition, "task": task,
+                     f"first_layer_top{k}": int(hit["layer"].iloc[0]) if len(hit) else np.nan,
+                     "final_median_rank": float(final["median_rank"]), "final_prob": float(final["prob"])})
+    return pd.DataFrame(rows)
+
+
+def plot_logit_lens(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Left: mean P(answer's first token) per layer, one line per task (solid: superposed; dashed:
+    the task's own single-task control). Right: heatmap of log10 median rank, layer × task
+    (superposed)."""
+    sup = table[table["condition"] == SUPERPOSED]
+    tasks = list(dict.fromkeys(sup["task"]))
+    layers = sorted(sup["layer"].unique())
+    n_layers = max(layers)
+    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, task in enumerate(tasks):
+        c = colors[i % len(colors)]
+        g = sup[sup["task"] == task].sort_values("layer")
+        ax.plot(g["layer"], g["prob"], color=c, lw=1.8, label=f"{task}")
+        ctrl = table[(table["condition"] == f"single:{task}") & (table["task"] == task)].sort_values("layer")
+        if len(ctrl):
+            ax.plot(ctrl["layer"], ctrl["prob"], color=c, lw=1.2, ls="--", label=f"{task} (single-task)")
+    ax.set_xlabel(f"layer (resid_pre; {n_layers} = final)")
+    ax.set_ylabel("mean P(first answer token)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    grid = np.array([[float(sup[(sup["task"] == t) & (sup["layer"] == layer)]["median_rank"].iloc[0])
+                      for layer in layers] for t in tasks])
+    im = hx.imshow(np.log10(grid), aspect="auto", cmap="viridis_r", interpolation="nearest")
+    hx.set_yticks(range(len(tasks)), tasks)
+    step = max(1, len(layers) // 10)
+    hx.set_xticks(range(0, len(layers), step), [str(layers[j]) for j in range(0, len(layers), step)])
+    hx.set_xlabel("layer")
+    fig.colorbar(im, ax=hx, label="log10 median rank (superposed)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- run + CLI
+
+
+@dataclass
+class LogitLensResult:
+    table: pd.DataFrame
+    rows: pd.DataFrame
+    entry: pd.DataFrame
+    out: Path | None = None
+
+
+def run_logit_lens(config: LogitLensConfig, show_progress: bool = True) -> LogitLensResult:
+    """Build prompts, run the logit lens (with controls), write tables and the figure."""
+    prompts = make_prompts(config)
+    model = make_model(config)
+    run = RunDir(config.out_dir("logit-lens"), {"analysis": "logit-lens", "config": asdict(config),
+                                                "model": model.describe()}, overwrite=config.overwrite)
+    save_prompts(prompts, run.file("prompts.jsonl"))
+    table, rows = logit_lens(model, prompts, controls=config.controls, task_set=config.task_set,
+                             top_k=config.top_k, show_progress=show_progress, return_rows=True,
+                             use_cache=config.cache)
+    entry = entry_layers(table, config.top_k)
+    run.write_csv("logit_lens.csv", table)
+    run.write_csv("logit_lens_per_prompt.csv", rows)
+    run.write_csv("entry_layers.csv", entry)
+    fig = plot_logit_lens(table, f"logit lens · {model.name} · {config.task_set} · {len(prompts)} prompts")
+    run.save_figure("logit_lens", fig)
+    plt.close(fig)
+    return LogitLensResult(table, rows, entry, run.path)
+
+
+def _cli_run(args: argparse.Namespace) -> int:
+    config = from_args(LogitLensConfig, args)
+    result = run_logit_lens(config)
+    print(result.entry.to_string(index=False, float_format="%.4f"))
+    print(f"results: {result.out}")
+    return 0
+
+
+CLI_COMMANDS = [
+    Command(("run", "logit-lens"), "logit lens of every task's answer at the query position, per layer",
+            lambda p: add_dataclass_args(p, LogitLensConfig), _cli_run),
+]
