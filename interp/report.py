@@ -435,6 +435,101 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
     return SectionOutput("\n".join(html_parts), tables)
 
 
+# ------------------------------------------------------------------------------ logit lens
+
+@dataclass
+class LogitLensSectionOptions:
+    n_prompts: int = 4  # prompts per task set (each costs 1 + K hooked forwards with controls)
+    controls: bool = True  # single-task control prompts (same queries)
+    top_k: int = 10
+    task_sets: str = ""  # default: the report's task sets
+
+
+@register_section("logit_lens", "Logit lens (layer × task)",
+                  "The logit lens reads the residual stream at the query position after every layer through the "
+                  "model's own final norm and unembedding, as if the model stopped there. Following each task's "
+                  "answer (its first token) layer by layer shows where the answers of the different tasks appear, "
+                  "and whether they appear together. Dashed lines are single-task controls: the same examples and "
+                  "query, all answered by one task. The heatmap is the answer's median rank (layer × task).",
+                  LogitLensSectionOptions)
+def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> SectionOutput:
+    logit_lens_mod = require_module("analyses.logit_lens")
+    from interp.experiment import ExperimentConfig, make_prompts
+
+    model = ctx.model
+    task_sets = [t.strip() for t in opts.task_sets.split(",") if t.strip()] or ctx.config.task_set_list()
+    parts: list[str] = []
+    tables: dict[str, pd.DataFrame] = {}
+    entries = []
+    for task_set in task_sets:
+        prompts = make_prompts(ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts,
+                                                seed=ctx.config.seed))
+        table = logit_lens_mod.logit_lens(model, prompts, controls=opts.controls, task_set=task_set,
+                                          top_k=opts.top_k, show_progress=True)
+        entry = logit_lens_mod.entry_layers(table, opts.top_k)
+        entries.append(entry.assign(task_set=task_set))
+        tables[f"{task_set}"] = table
+        fig = logit_lens_mod.plot_logit_lens(table, f"logit lens · {model.name} · {task_set} · {len(prompts)} prompts")
+        parts.append(f"<h3>{esc(task_set)}</h3>" + _fig_html(fig)
+                     + table_html(entry, csv_name="logit_lens-entry_layers.csv"))
+    entry_all = pd.concat(entries, ignore_index=True)
+    return SectionOutput("\n".join(parts), {"entry_layers": entry_all, **tables})
+
+
+# ------------------------------------------------------------------------------ task vectors
+
+@dataclass
+class TaskVectorSectionOptions:
+    task_set: str = ""  # default: the report's first task set
+    n_prompts: int = 4  # prompts per task / mixture / λ
+    examples_per_task: int = 6
+    n_queries: int = 6
+    modes: str = "replace"
+    layers: str = ""  # default: every layer
+    n_lambdas: int = 11
+    n_icl_lambdas: int = 3
+    controls: bool = False
+
+
+@register_section("task_vectors", "Task vectors: projection and interpolation",
+                  "A task vector is the mean residual stream at the query's separator over single-task prompts. "
+                  "Patched into a zero-shot query, it makes the model perform that task; the best layer is where it "
+                  "works best. Projection: the state of a superposed prompt is fitted, layer by layer, as a convex "
+                  "combination of the task vectors (weights vs in-context shares, and the relative residual of the "
+                  "fit). Interpolation: patching (1-λ)·v_A + λ·v_B moves the answer probabilities from task A to "
+                  "task B, compared with real in-context mixes of the two tasks.",
+                  TaskVectorSectionOptions)
+def section_task_vectors(ctx: ReportContext, opts: TaskVectorSectionOptions) -> SectionOutput:
+    tv = require_module("analyses.task_vectors")
+    model = ctx.model
+    task_set = opts.task_set or ctx.config.task_set_list()[0]
+    config = tv.TaskVectorConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts, seed=ctx.config.seed,
+                                 examples_per_task=opts.examples_per_task, n_queries=opts.n_queries, modes=opts.modes,
+                                 layers=opts.layers, n_lambdas=opts.n_lambdas, n_icl_lambdas=opts.n_icl_lambdas,
+                                 controls=opts.controls)
+    r = tv.analyse(model, config, show_progress=True)
+    title = f"{model.name} · {task_set}"
+    curves = r.interp_curves
+    a, b = r.interp_summary["task_a"], r.interp_summary["task_b"]
+    figs = [
+        _fig_html(tv.plot_layer_sweep(r.sweep_summary, title), "patching each task's vector at each layer (zero-shot)"),
+        _fig_html(tv.plot_residuals(r.fits, best=sorted(set(r.best["best_layer"].astype(int))), title=title),
+                  "projection per layer: relative residual of the fit"),
+        _fig_html(tv.plot_weights(r.weights, r.vectors.tasks, f"{title} · simplex weights at layer {r.layer}"),
+                  "fitted weights vs in-context shares"),
+        _fig_html(tv.plot_interpolation(curves[curves["kind"] == "task_vector"], curves[curves["kind"] == "icl"], a, b,
+                                        f"{title} · layer {r.interp_summary['layer']}"),
+                  f"interpolation {a} → {b}: task vectors vs real in-context mixes"),
+    ]
+    summary = pd.DataFrame([{k: v for k, v in r.interp_summary.items() if not isinstance(v, dict)}])
+    html_out = ("".join(figs) + "<h3>Best layers</h3>" + table_html(r.best, csv_name="task_vectors-best_layers.csv")
+                + f"<h3>Weights at layer {r.layer}</h3>" + table_html(r.weights, csv_name="task_vectors-weights.csv")
+                + "<h3>Interpolation summary</h3>" + table_html(summary, csv_name="task_vectors-interpolation_summary.csv"))
+    return SectionOutput(html_out, {"best_layers": r.best, "weights": r.weights.assign(layer=r.layer),
+                                    "projection_fits": r.fits, "layer_sweep": r.sweep_summary,
+                                    "interpolation": curves, "interpolation_summary": summary})
+
+
 # ------------------------------------------------------------------------------ attention views
 
 def demo_prompt(ctx: ReportContext, task_set: str, examples_per_task: int = 2) -> Any:
@@ -516,14 +611,6 @@ def _pending(module: str) -> Callable[[ReportContext, Any], SectionOutput]:
 
 
 for _name, _title, _module, _text in (
-    ("logit_lens", "Logit lens (layer × task)", "analyses.logit_lens",
-     "The logit lens reads the residual stream at every layer through the model's final norm and unembedding, "
-     "as if the model stopped there. Following each task's answer probability layer by layer shows where the "
-     "answers of the different tasks appear, and whether they appear together."),
-    ("task_vectors", "Task vectors: projection and interpolation", "analyses.task_vectors",
-     "A task vector is the mean residual stream at the query for prompts of one task. Projecting superposed "
-     "prompts' vectors per layer shows whether they sit between the pure tasks; patching an interpolation of two "
-     "task vectors into a zero-shot prompt shows the answer probabilities move smoothly from one task to the other."),
     ("from_scratch", "From-scratch mixture curves", "analyses.from_scratch",
      "A small transformer trained only on single-task prompts is shown prompts that mix two tasks in proportion d. "
      "If superposition emerges, each task's answer probability follows d. The authors' logged curves are shown beside ours."),

@@ -1,0 +1,156 @@
+"""`interp report`: self-contained page, CSV tables, failing sections, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from interp.cli import build_parser, main
+from interp.errors import InterpError
+from interp.render import Page, attention_heads_view, circuitsvis_bundle, from_rendered
+from interp.report import SECTIONS, ReportConfig, SectionOutput, build_report, register_section
+
+QUIET = {"show_progress": False, "log": lambda line: None}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("tiny-report")
+    result = build_report(ReportConfig(model="tiny-llama", out=str(out), n_prompts=2, task_sets="ab,country",
+                                       sections="setup,superposition,head_attribution",
+                                       options=["superposition.num_beams=2", "superposition.max_new_tokens=3"]), **QUIET)
+    return out, result
+
+
+def _remote_refs(html: str) -> list[str]:
+    """src/href attributes or imports that point at a network address."""
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']((?:https?:)?//[^"']+)""", html, flags=re.I)
+    refs += re.findall(r"""import[^;\n]*from\s*["'](https?://[^"']+)""", html)
+    return refs
+
+
+def test_report_is_self_contained_and_writes_its_tables(tiny):
+    out, result = tiny
+    html = (out / "index.html").read_text()
+    assert result.index == out / "index.html"
+    assert _remote_refs(html) == []
+    assert "unpkg.com" not in html
+    # The circuitsvis bundle is inlined exactly once however many views the page has.
+    assert html.count("var CircuitsVis=") == 1
+    assert html.count("CircuitsVis.render(") >= 1
+    assert html.count('<img class="report-figure"') >= 2  # one stacked-bar figure per task set
+    for name in ("setup", "superposition", "head_attribution"):
+        assert f'<section id="{name}"' in html
+    metrics = pd.read_csv(out / "superposition-metrics.csv")
+    assert list(metrics["task_set"]) == ["ab", "country"]
+    assert metrics["kl_raw"].notna().all() and (metrics["other"] <= 1).all()
+    scores = pd.read_csv(out / "superposition-ab-scores.csv")
+    assert scores["prompt_id"].nunique() == 2 and set(scores["task"]) == {"copy_op1", "copy_op2", "add"}
+    setup = pd.read_csv(out / "setup-setup.csv")
+    assert "fingerprint" in set(setup["setting"]) and "seed" in set(setup["setting"])
+    meta = json.loads((out / "report.json").read_text())
+    assert meta["sections"] == ["setup", "superposition", "head_attribution"]
+    # Every table the page links to exists beside it.
+    for link in re.findall(r'href="([^"#]+\.csv)"', html):
+        assert (out / link).exists(), link
+
+
+def test_failing_section_shows_box_and_others_render(tmp_path):
+    @register_section("zz_broken", "Broken", "always raises")
+    def broken(ctx, opts):
+        raise RuntimeError("boom\nsecond line")
+
+    @register_section("zz_missing", "Missing", "needs a module that is not there")
+    def missing(ctx, opts):
+        from interp.report import require_module
+
+        require_module("analyses.does_not_exist")
+        return SectionOutput("")
+
+    lines: list[str] = []
+    try:
+        result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,zz_broken,zz_missing"),
+                              show_progress=False, log=lines.append)
+    finally:
+        SECTIONS.pop("zz_broken")
+        SECTIONS.pop("zz_missing")
+    html = result.index.read_text()
+    assert result.failed == {"zz_broken": "RuntimeError: boom",
+                             "zz_missing": "module analyses.does_not_exist is not installed in this checkout"}
+    assert html.count("This section failed:") == 2
+    assert "fingerprint" in html  # setup still rendered
+    assert lines == ["section zz_broken failed: RuntimeError: boom",
+                     "section zz_missing failed: module analyses.does_not_exist is not installed in this checkout"]
+
+
+def test_missing_model_fails_model_sections_with_one_line(tmp_path, capsys):
+    code = main(["report", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "r"),
+                 "--sections", "setup,superposition"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    setup_lines = [line for line in err if line.startswith("section setup failed:")]
+    assert len(setup_lines) == 1 and "no-such-model" in setup_lines[0]
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("This section failed:") == 2
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file.html"
+    target.write_text("x")
+    assert main(["report", "--model", "tiny-llama", "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: output path {target} is a file: pass a directory to --out"
+    assert target.read_text() == "x"
+
+
+def test_unknown_section_lists_the_known_ones(tmp_path, capsys):
+    assert main(["report", "--out", str(tmp_path / "r"), "--sections", "setup,bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown section(s) bogus: known sections are setup, superposition")
+    assert "\n" not in err and not (tmp_path / "r").exists()
+
+
+def test_unknown_section_option_fails_that_section_only(tmp_path):
+    lines: list[str] = []
+    result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,superposition",
+                                       options=["superposition.beams=3"]), show_progress=False, log=lines.append)
+    assert list(result.failed) == ["superposition"]
+    assert result.failed["superposition"].startswith("unknown option 'beams' for section superposition: known options are topk, num_beams")
+    assert (tmp_path / "setup-setup.csv").exists()
+    with pytest.raises(InterpError, match="expected SECTION.OPTION=VALUE"):
+        build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "x"), options=["num_beams=3"]), **QUIET)
+    bad = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "y"), sections="superposition",
+                                    options=["superposition.num_beams=many"]), **QUIET)
+    assert bad.failed == {"superposition": "option superposition.num_beams='many': expected int"}
+
+
+def test_help_lists_every_command_with_one_line(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert re.search(r"^\s+report\s+build a self-contained offline HTML report", text, flags=re.M)
+
+
+def test_circuitsvis_views_share_one_bundle():
+    import circuitsvis.attention
+    import torch
+
+    tokens = ["<s>", "a", "</script><b>x"]  # a token that would end an inline script if not escaped
+    pattern = torch.softmax(torch.randn(2, 3, 3), dim=-1)
+    view = attention_heads_view(pattern, tokens, ["L0H0", "L0H1"])
+    assert "</script><b>" not in view.split("<script>", 1)[1].rsplit("</script>", 1)[0]
+    direct = from_rendered(circuitsvis.attention.attention_heads(attention=pattern, tokens=tokens))
+    assert "CircuitsVis.AttentionHeads" in direct
+    page = Page("t")
+    page.add("one", view)
+    page.add("two", direct)
+    html = page.render()
+    assert html.count(circuitsvis_bundle()[:200]) == 1
+    assert "</script" not in circuitsvis_bundle()
+    no_cv = Page("t")
+    no_cv.add("plain", "<p>hi</p>")
+    assert "CircuitsVis" not in no_cv.render()
