@@ -117,7 +117,7 @@ def test_entry_layout_is_safetensors_and_json(tiny_llama, tmp_path) -> None:
     with safe_open(str(entry / "batch-00001.safetensors"), framework="pt") as f:
         assert set(f.keys()) == set(acts.keys())
         torch.testing.assert_close(f.get_tensor("blocks.0.hook_resid_post"), acts["blocks.0.hook_resid_post"][2:])
-        assert f.metadata()["key"] == acts.key
+        assert json.loads(f.metadata()["interp_cache"]) == {"key": acts.key, "prompts": [2, 3]}
     records = [json.loads(line) for line in (entry / "prompts.jsonl").read_text().splitlines()]
     assert [r["prompt"]["text"] for r in records] == [p.text for p in prompts]
     assert verify_entry(entry) == []

@@ -478,7 +478,10 @@ def _build_locked(
             if list(pos) != list(records[start + i]["positions"]):
                 raise InterpError(f"positions of prompt {start + i} changed between key and run: report this bug")
         tensors = {h: t.contiguous() for h, t in tensors.items()}
-        data = safetensors_save(tensors, metadata={"key": key, "start": str(start), "stop": str(stop)})
+        # One metadata entry: safetensors writes a map's entries in random order, and shard bytes
+        # should depend on their content only (identical builds give identical files).
+        shard_info = json.dumps({"key": key, "prompts": [start, stop]}, sort_keys=True)
+        data = safetensors_save(tensors, metadata={"interp_cache": shard_info})
         name = SHARD_FMT.format(index)
         atomic_write_bytes(partial / name, data)
         batch_shapes = {h: list(t.shape[1:]) for h, t in tensors.items()}
