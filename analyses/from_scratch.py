@@ -1,0 +1,361 @@
+"""Superposition in models trained from scratch on one task per prompt (paper §4).
+
+Two commands:
+
+* ``interp train``: train a small Llama model on ``retrieval`` or ``bias-add`` prompts that each
+  hold examples of exactly one task (library code: :mod:`interp.training`), then evaluate its
+  mixture curve and write ``eval_summary.json`` next to the model.
+* ``interp run mixture-curve``: mix two tasks A and B with share d ∈ {0, 0.1, …, 1} of task A in
+  context and measure P(task A answer), P(task B answer) and the mass elsewhere ("other"), each
+  answer scored with its terminating newline as the authors do. The figure is a stack plot with
+  the authors' logged copy-task curve drawn beside ours.
+
+Sampling of the mix: ``--sampling exact`` (default) gives each prompt exactly round(d·n) examples of
+task A; ``--sampling binomial`` draws each example's task independently (task A with probability d),
+as the authors' evaluation does. Either way the shares recorded per prompt are the realised ones.
+
+Python::
+
+    from analyses.from_scratch import MixtureCurveConfig, run_mixture_curve
+    result = run_mixture_curve(MixtureCurveConfig(model="checkpoints/from-scratch/retrieval-L4-d128-h8"))
+    result.curve  # d, p_a, p_b, other
+
+CLI::
+
+    interp train --preset cpu-retrieval --out runs/train-retrieval
+    interp run mixture-curve --model checkpoints/from-scratch/retrieval-L4-d128-h8 --n-prompts 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from interp.cli import Command  # noqa: E402
+from interp.config import add_dataclass_args, from_args  # noqa: E402
+from interp.errors import InterpError  # noqa: E402
+from interp.models import LoadedModel, load_model  # noqa: E402
+from interp.prompts import Prompt, build_prompts, save_prompts  # noqa: E402
+from interp.runs import RunDir  # noqa: E402
+from interp.scoring import score_prompts  # noqa: E402
+from interp.tasks import get_task_set  # noqa: E402
+
+# The authors' logged copy (retrieval) curve, tasks h = (2, 6), uniform one-task training, 100 examples
+# per prompt (run_summaries.json; see docs/../shared/reference/paper.md §4.4). d = 0 and 1 put ≥ 0.9999
+# on the in-context task.
+PAPER_COPY_CURVE = pd.DataFrame({
+    "d": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    "p_a": [0.0, .009, .036, .133, .299, .489, .685, .844, .935, .990, 1.0],
+    "other": [0.0, .000, .005, .005, .005, .004, .006, .006, .003, .001, 0.0],
+})
+PAPER_BIAS_ADD_CURVE = pd.DataFrame({
+    "d": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    "p_a": [0.0, .114, .202, .299, .408, .492, .618, .690, .803, .899, 1.0],
+})
+DEFAULT_PAIRS = {"retrieval": ("ret2", "ret6"), "bias-add": ("random", "random")}
+DEFAULT_SHARES = [round(0.1 * i, 1) for i in range(11)]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class MixtureCurveConfig:
+    model: str = field(default="", metadata=_help("model spec or local HF dir (e.g. a checkpoints/from-scratch/... dir)"))
+    task_set: str = field(default="", metadata=_help("retrieval or bias-add (default: the model's training task set)"))
+    task_a: str = field(default="", metadata=_help("task A (default: ret2 for retrieval as the authors; random pair per prompt for bias-add)"))
+    task_b: str = field(default="", metadata=_help("task B (default: ret6 / random)"))
+    shares: list[float] = field(default_factory=lambda: list(DEFAULT_SHARES), metadata=_help("shares d of task A"))
+    n_prompts: int = field(default=50, metadata=_help("prompts per share d"))
+    n_examples: int = field(default=0, metadata=_help("in-context examples per prompt (0 = the model's training value, else 20)"))
+    sampling: str = field(default="exact", metadata=_help("exact (round(d·n) examples of A) or binomial (each example A with prob. d, as the authors)"))
+    end_of_answer: str = field(default="\n", metadata=_help("text scored after every answer (the paper: a newline)"))
+    compare: list[str] = field(default_factory=list, metadata=_help("more models evaluated on the same prompts and overlaid"))
+    labels: list[str] = field(default_factory=list, metadata=_help("legend labels for --model and --compare models"))
+    seed: int = field(default=0, metadata=_help("random seed (same seed, same prompts)"))
+    device: str = field(default="cpu", metadata=_help("cpu, cuda, cuda:N or auto"))
+    batch_size: int = field(default=8, metadata=_help("prompts per forward pass"))
+    out: str = field(default="", metadata=_help("run directory (default: runs/mixture-curve-<model>)"))
+    overwrite: bool = field(default=False, metadata=_help("replace a run directory that holds a different run"))
+
+
+@dataclass
+class MixtureCurveResult:
+    curve: pd.DataFrame           # one row per model × d: p_a, p_b, other (+ std)
+    per_prompt: pd.DataFrame      # one row per model × prompt
+    acceptance: dict[str, Any]    # per model: the issue's acceptance checks
+    out: Path | None = None
+
+
+def training_info(model_dir: str | Path) -> dict[str, Any]:
+    """The ``training_config.json`` of a model trained by ``interp train`` ({} otherwise)."""
+    path = Path(model_dir) / "training_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _resolve(config: MixtureCurveConfig) -> tuple[str, int]:
+    info = training_info(config.model).get("config", {})
+    task_set = config.task_set or info.get("task_set", "")
+    if task_set not in DEFAULT_PAIRS:
+        raise InterpError("pass --task-set retrieval or --task-set bias-add (the model has no training_config.json)")
+    n_examples = config.n_examples or int(info.get("n_examples", 20))
+    return task_set, n_examples
+
+
+def build_mixture_prompts(task_set: str, task_a: str, task_b: str, shares: list[float], n_prompts: int,
+                          n_examples: int, sampling: str = "exact", seed: int = 0) -> tuple[list[Prompt], pd.DataFrame]:
+    """Prompts mixing tasks A and B with share d of A, and a table (prompt_id, d, task_a, task_b, count_a).
+
+    ``task_a``/``task_b`` may be ``random``: a distinct random pair of the set's tasks per prompt.
+    """
+    ts = get_task_set(task_set)
+    names = ts.task_names
+    for t in (task_a, task_b):
+        if t != "random" and t not in names:
+            raise InterpError(f"unknown task {t!r} for {task_set!r}: use one of {', '.join(names)} or random")
+    if task_a == task_b != "random":
+        raise InterpError("task A and task B must differ")
+    if sampling not in ("exact", "binomial"):
+        raise InterpError(f"unknown sampling {sampling!r}: use exact or binomial")
+    if n_examples < 1:
+        raise InterpError("n_examples must be at least 1")
+    small_inputs = task_set == "bias-add"
+    prompts: list[Prompt] = []
+    rows = []
+    for d in shares:
+        if not 0 <= d <= 1:
+            raise InterpError(f"share {d} is outside [0, 1]")
+        for i in range(n_prompts):
+            rng = random.Random(f"mixture:{seed}:{d:.4f}:{i}")
+            a, b = task_a, task_b
+            if "random" in (a, b):
+                pool = [t for t in names if t not in (a, b)]
+                picks = rng.sample(pool, 2)
+                a = picks[0] if a == "random" else a
+                b = picks[1] if b == "random" else b
+            if sampling == "exact":
+                count_a = int(round(d * n_examples))
+            else:
+                count_a = sum(rng.random() < d for _ in range(n_examples))
+            mixture = {a: float(count_a), b: float(n_examples - count_a)}
+            (prompt,) = build_prompts(ts, mixture=mixture, n_prompts=1, seed=rng.randrange(2**31),
+                                      with_replacement=small_inputs, allow_query_in_examples=small_inputs)
+            prompt.prompt_id = len(prompts)
+            prompts.append(prompt)
+            rows.append({"prompt_id": prompt.prompt_id, "d": d, "task_a": a, "task_b": b, "count_a": count_a,
+                         "n_examples": n_examples})
+    return prompts, pd.DataFrame(rows)
+
+
+def mixture_table(scores: pd.DataFrame, design: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt: P(A answer), P(B answer), other = 1 − both."""
+    prob = scores.set_index(["prompt_id", "task"])["prob"]
+    out = design.copy()
+    out["p_a"] = [float(prob[(pid, t)]) for pid, t in zip(design["prompt_id"], design["task_a"])]
+    out["p_b"] = [float(prob[(pid, t)]) for pid, t in zip(design["prompt_id"], design["task_b"])]
+    out["other"] = 1.0 - out["p_a"] - out["p_b"]
+    return out
+
+
+def summarize_curve(per_prompt: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and std) of P(A), P(B), other per d."""
+    g = per_prompt.groupby("d")
+    curve = pd.DataFrame({
+        "p_a": g["p_a"].mean(), "p_b": g["p_b"].mean(), "other": g["other"].mean(),
+        "p_a_std": g["p_a"].std(ddof=0), "p_b_std": g["p_b"].std(ddof=0),
+        "realised_share_a": (g["count_a"].mean() / g["n_examples"].mean()), "n_prompts": g.size(),
+    }).reset_index()
+    return curve
+
+
+def acceptance_checks(curve: pd.DataFrame) -> dict[str, Any]:
+    """The issue's acceptance checks on a mixture curve (d = 0.5 split, monotone, endpoints)."""
+    c = curve.set_index("d")
+    mid = c.loc[min(c.index, key=lambda d: abs(d - 0.5))]
+    p_a = c["p_a"].to_numpy()
+    checks = {
+        "mid_both_ge_0.3": bool(mid["p_a"] >= 0.3 and mid["p_b"] >= 0.3),
+        "mid_other_le_0.1": bool(mid["other"] <= 0.1),
+        "p_a_monotone": bool(np.all(np.diff(p_a) >= -1e-9)),
+        "d0_p_b_ge_0.95": bool(c.loc[c.index.min(), "p_b"] >= 0.95) if c.index.min() == 0 else None,
+        "d1_p_a_ge_0.95": bool(c.loc[c.index.max(), "p_a"] >= 0.95) if c.index.max() == 1 else None,
+    }
+    checks["passed"] = all(v for v in checks.values() if v is not None)
+    return checks
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], title: str, task_set: str) -> plt.Figure:
+    """Stack plot (P(A), P(B), other) per model, with the authors' logged curve beside it."""
+    n = len(curves)
+    fig, axes = plt.subplots(1, n + (1 if n > 1 else 0), figsize=(3.6 * (n + (1 if n > 1 else 0)), 3.3), squeeze=False)
+    paper = PAPER_COPY_CURVE if task_set == "retrieval" else PAPER_BIAS_ADD_CURVE
+    paper_label = "authors' copy run (h=2,6)" if task_set == "retrieval" else "authors' bias_add_simple run"
+    for ax, (label, curve) in zip(axes[0], curves.items()):
+        ax.stackplot(curve["d"], curve["p_a"], curve["p_b"], curve["other"].clip(lower=0),
+                     labels=["P(task A)", "P(task B)", "other"], colors=["#3b75af", "#ef8636", "#cccccc"], alpha=0.85)
+        ax.plot(paper["d"], paper["p_a"], "k--", lw=1.2, label=paper_label)
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("share d of task A in context")
+        ax.set_ylabel("model probability")
+        ax.set_title(label, fontsize=9)
+    axes[0][0].legend(fontsize=6, frameon=False, loc="upper left")
+    if n > 1:
+        ax = axes[0][-1]
+        for label, curve in curves.items():
+            ax.plot(curve["d"], curve["p_a"], marker="o", ms=3, label=label)
+        ax.plot(paper["d"], paper["p_a"], "k--", lw=1.2, label=paper_label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("share d of task A")
+        ax.set_ylabel("P(task A)")
+        ax.set_title("P(task A), all models", fontsize=9)
+        ax.legend(fontsize=6, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def analyse(models: dict[str, LoadedModel], prompts: list[Prompt], design: pd.DataFrame, end_of_answer: str = "\n",
+            batch_size: int = 8, show_progress: bool = True) -> MixtureCurveResult:
+    """Score the prompts with every model; curves and acceptance checks (no files written)."""
+    per_prompt, curves, acceptance = [], [], {}
+    for label, model in models.items():
+        scores = score_prompts(model, prompts, batch_size=batch_size, end_of_answer=end_of_answer or None,
+                               show_progress=show_progress)
+        table = mixture_table(scores, design)
+        table.insert(0, "model", label)
+        curve = summarize_curve(table)
+        curve.insert(0, "model", label)
+        per_prompt.append(table)
+        curves.append(curve)
+        acceptance[label] = acceptance_checks(curve)
+    return MixtureCurveResult(pd.concat(curves, ignore_index=True), pd.concat(per_prompt, ignore_index=True), acceptance)
+
+
+def _labels(config: MixtureCurveConfig) -> list[str]:
+    specs = [config.model, *config.compare]
+    if config.labels and len(config.labels) != len(specs):
+        raise InterpError(f"--labels gives {len(config.labels)} labels for {len(specs)} models: give one per model")
+    return config.labels or [Path(s).name for s in specs]
+
+
+def run_mixture_curve(config: MixtureCurveConfig, show_progress: bool = True) -> MixtureCurveResult:
+    """Build the mixed prompts, score every model, write tables, acceptance and the figure."""
+    if not config.model:
+        raise InterpError("pass --model (e.g. checkpoints/from-scratch/retrieval-L4-d128-h8)")
+    task_set, n_examples = _resolve(config)
+    default_a, default_b = DEFAULT_PAIRS[task_set]
+    task_a, task_b = config.task_a or default_a, config.task_b or default_b
+    prompts, design = build_mixture_prompts(task_set, task_a, task_b, config.shares, config.n_prompts, n_examples,
+                                            config.sampling, config.seed)
+    labels = _labels(config)
+    out = Path(config.out) if config.out else Path("runs") / f"mixture-curve-{labels[0]}"
+    models = {}
+    for label, spec in zip(labels, [config.model, *config.compare]):
+        models[label] = load_model(spec, device=config.device)
+    run = RunDir(out, {"analysis": "mixture-curve", "config": asdict(config), "task_set": task_set,
+                       "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
+                       "models": {k: m.describe() for k, m in models.items()}}, overwrite=config.overwrite)
+    save_prompts(prompts, run.file("prompts.jsonl"))
+    result = analyse(models, prompts, design, config.end_of_answer, config.batch_size, show_progress)
+    run.write_csv("curve.csv", result.curve)
+    run.write_csv("per_prompt.csv", result.per_prompt)
+    run.write_json("acceptance.json", result.acceptance)
+    curves = {label: g.drop(columns="model") for label, g in result.curve.groupby("model", sort=False)}
+    title = f"{task_set}: task A={task_a}, B={task_b}, {n_examples} examples, {config.n_prompts} prompts/d ({config.sampling})"
+    fig = plot_curves(curves, title, task_set)
+    run.save_figure("mixture_curve", fig)
+    plt.close(fig)
+    result.out = run.path
+    return result
+
+
+def format_curve(curve: pd.DataFrame) -> str:
+    cols = ["model", "d", "p_a", "p_b", "other"]
+    return curve[cols].to_string(index=False, float_format="%.3f")
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def _cli_mixture(args: argparse.Namespace) -> int:
+    config = from_args(MixtureCurveConfig, args)
+    result = run_mixture_curve(config)
+    print(format_curve(result.curve))
+    for label, checks in result.acceptance.items():
+        print(f"{label}: acceptance {'PASSED' if checks['passed'] else 'FAILED'} {checks}")
+    print(f"results: {result.out}")
+    return 0
+
+
+def evaluate_trained(model_dir: Path, n_prompts: int = 50, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
+    """Mixture curve of a freshly trained model, written as ``eval_summary.json`` beside it."""
+    config = MixtureCurveConfig(model=str(model_dir), n_prompts=n_prompts, seed=seed)
+    task_set, n_examples = _resolve(config)
+    task_a, task_b = DEFAULT_PAIRS[task_set]
+    prompts, design = build_mixture_prompts(task_set, task_a, task_b, config.shares, n_prompts, n_examples, "exact", seed)
+    model = load_model(str(model_dir))
+    result = analyse({"model": model}, prompts, design, "\n", config.batch_size, show_progress)
+    curve = result.curve.drop(columns="model")
+    summary = {
+        "protocol": {"task_set": task_set, "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
+                     "n_prompts_per_d": n_prompts, "sampling": "exact", "end_of_answer": "\\n", "seed": seed},
+        "curve": curve[["d", "p_a", "p_b", "other"]].round(4).to_dict(orient="records"),
+        "acceptance": result.acceptance["model"],
+    }
+    (Path(model_dir) / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    from interp.training import TrainConfig
+
+    add_dataclass_args(parser, TrainConfig)
+    parser.add_argument("--eval-prompts", type=int, default=50,
+                        help="prompts per d for the mixture-curve evaluation after training (0 = skip)")
+
+
+def _cli_train(args: argparse.Namespace) -> int:
+    import sys
+
+    from interp.training import TrainConfig, train
+
+    config = from_args(TrainConfig, args)
+    # Flags typed on the command line beat the preset, even when equal to the default.
+    typed = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+    explicit = {f.name for f in fields(TrainConfig) if f.name in typed}
+    config = config.resolved(explicit)
+    result = train(config)
+    print(f"trained {result.steps} steps in {result.wall_seconds / 60:.1f} min, final loss {result.final_loss:.4f}, "
+          f"{result.n_params:,} parameters -> {result.model_dir}")
+    if not result.finished:
+        print("stopped by --max-minutes: rerun the same command to continue from the checkpoint")
+        return 0
+    if args.eval_prompts:
+        summary = evaluate_trained(result.model_dir, n_prompts=args.eval_prompts)
+        curve = pd.DataFrame(summary["curve"])
+        print(curve.to_string(index=False, float_format="%.3f"))
+        print(f"acceptance: {summary['acceptance']}")
+    return 0
+
+
+CLI_COMMANDS = [
+    Command(("train",), "train a small Llama model from scratch on one-task-per-prompt ICL data (paper §4)",
+            _add_train_args, _cli_train),
+    Command(("run", "mixture-curve"), "P(task A), P(task B), other as the share d of task A varies (paper §4)",
+            lambda p: add_dataclass_args(p, MixtureCurveConfig), _cli_mixture),
+]

@@ -1,0 +1,501 @@
+"""Train small Llama models from scratch on one-task-per-prompt ICL data (paper §4).
+
+Every training prompt holds ``n_examples`` in-context examples of *one* hidden task ``h``
+(``retrieval``: 8 distinct letters, answer = the letter at position h; ``bias-add``: a digit x,
+answer = (x + h) mod 10). Each example is ``input + ">" + answer + "\\n"``; the loss is next-token
+cross-entropy on the answer characters (answer and its newline) of every example, inputs masked.
+The paper then shows that such models, never trained on mixed prompts, answer mixed prompts in
+superposition (see ``analyses/from_scratch.py``).
+
+The result is an ordinary Hugging Face directory (``LlamaForCausalLM`` safetensors + the
+character ``tokenizer.json``) that :func:`interp.models.load_model` and every analysis accept.
+
+Python::
+
+    from interp.training import TrainConfig, train
+    result = train(TrainConfig(preset="cpu-bias-add", out="runs/train-bias-add"))
+    # result.model_dir is a HF model directory
+
+Training is seeded (model init and the on-the-fly data stream) and resumable: every
+``checkpoint_every`` steps the model, the AdamW state, the step and every RNG state are written
+(safetensors for tensors, JSON for the rest; no pickle) to ``<out>/checkpoint``; rerunning the
+same command continues from there and gives the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import string
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from interp.char_tokenizer import build_char_tokenizer
+from interp.errors import InterpError
+from interp.progress import progress
+
+TRAIN_TASK_SETS = ("retrieval", "bias-add")
+SEPARATOR = ">"
+RETRIEVAL_LENGTH = 8
+IGNORE = -100
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+# Presets: the measured CPU recipes (README, "Training from scratch") and the authors' GPU configs.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Measured on the 2-core CPU: see analyses/from_scratch.py and the README for the timings.
+    "cpu-retrieval": dict(task_set="retrieval", n_layers=4, d_model=128, n_heads=8, n_examples=24,
+                          batch_size=32, max_steps=4000, lr=2e-3, warmup_steps=200, schedule="wsd", decay_frac=0.2),
+    "cpu-bias-add": dict(task_set="bias-add", n_layers=4, d_model=128, n_heads=4, n_examples=30,
+                         batch_size=32, max_steps=3000, lr=2e-3, warmup_steps=200, schedule="wsd", decay_frac=0.2),
+    # The authors' from-scratch setup (JackCai1206/icl-pretraining): 6 layers, d 384, 6 heads,
+    # 100 examples per prompt, AdamW 5e-4, WSD (warmup 10%, decay 500 of 5000 steps). GPU only.
+    "paper-retrieval": dict(task_set="retrieval", n_layers=6, d_model=384, n_heads=6, n_examples=100,
+                            batch_size=400, max_steps=5000, lr=5e-4, warmup_steps=500, schedule="wsd",
+                            decay_frac=0.1, eps=1e-12),
+    "paper-bias-add": dict(task_set="bias-add", n_layers=6, d_model=384, n_heads=6, n_examples=100,
+                           batch_size=800, max_steps=5000, lr=5e-4, warmup_steps=500, schedule="wsd",
+                           decay_frac=0.1),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a from-scratch training run (saved as ``training_config.json``)."""
+
+    preset: str = field(default="", metadata=_help(
+        "start from a preset (cpu-retrieval, cpu-bias-add, paper-retrieval, paper-bias-add); "
+        "flags given explicitly override it"))
+    task_set: str = field(default="bias-add", metadata=_help("retrieval or bias-add"))
+    tasks: str = field(default="", metadata=_help("train on these tasks only, e.g. ret0,ret1 (default: all of the set)"))
+    task_skew: float = field(default=0.0, metadata=_help(
+        "skewed training: this fraction of prompts (e.g. 0.9) uses the first half of the tasks, the rest the second "
+        "half (0 = uniform)"))
+    n_layers: int = field(default=4, metadata=_help("transformer layers"))
+    d_model: int = field(default=128, metadata=_help("model width"))
+    n_heads: int = field(default=4, metadata=_help("attention heads (d_head = d_model / n_heads)"))
+    d_mlp: int = field(default=0, metadata=_help("MLP width (0 = 4 * d_model)"))
+    n_examples: int = field(default=30, metadata=_help("in-context examples per training prompt"))
+    batch_size: int = field(default=32, metadata=_help("prompts per optimizer step"))
+    max_steps: int = field(default=3000, metadata=_help("optimizer steps"))
+    lr: float = field(default=2e-3, metadata=_help("peak learning rate (AdamW)"))
+    warmup_steps: int = field(default=200, metadata=_help("linear warmup steps"))
+    schedule: str = field(default="wsd", metadata=_help("wsd (warmup-stable-decay), cosine or constant"))
+    decay_frac: float = field(default=0.2, metadata=_help("wsd: fraction of steps in the final linear decay"))
+    min_lr_frac: float = field(default=0.0, metadata=_help("learning rate at the end, as a fraction of lr"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
+    beta2: float = field(default=0.98, metadata=_help("AdamW beta2"))
+    eps: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
+    grad_clip: float = field(default=1.0, metadata=_help("gradient-norm clip (0 = off)"))
+    seed: int = field(default=0, metadata=_help("seed for the init and the data stream"))
+    device: str = field(default="cpu", metadata=_help("cpu, cuda or cuda:N"))
+    threads: int = field(default=0, metadata=_help("torch CPU threads (0 = torch's default)"))
+    out: str = field(default="", metadata=_help("run directory (default: runs/train-<task set>-<size>)"))
+    checkpoint_every: int = field(default=250, metadata=_help("save a resumable checkpoint every N steps"))
+    log_every: int = field(default=25, metadata=_help("record the loss every N steps"))
+    max_minutes: float = field(default=0.0, metadata=_help(
+        "stop (with a checkpoint) after this many minutes; rerun to continue (0 = no limit)"))
+    resume: bool = field(default=True, metadata=_help("continue from <out>/checkpoint when it exists"))
+    stop_at_step: int = field(default=0, metadata=_help(
+        "stop (with a checkpoint) after this step, e.g. to split a run; rerun without it to continue (0 = off)"))
+
+    def resolved(self, explicit: set[str] | None = None) -> TrainConfig:
+        """Apply the preset: its values replace the defaults, explicit values win over both."""
+        if not self.preset:
+            return self
+        if self.preset not in PRESETS:
+            raise InterpError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
+        explicit = explicit if explicit is not None else {
+            f.name for f in fields(self) if getattr(self, f.name) != f.default
+        }
+        values = {k: v for k, v in PRESETS[self.preset].items() if k not in explicit}
+        return replace(self, **values)
+
+    @property
+    def mlp_width(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+    def size_tag(self) -> str:
+        return f"L{self.n_layers}-d{self.d_model}-h{self.n_heads}"
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / f"train-{self.task_set}-{self.size_tag()}-s{self.seed}"
+
+    def validate(self) -> None:
+        if self.task_set not in TRAIN_TASK_SETS:
+            raise InterpError(f"cannot train on task set {self.task_set!r}: use one of {', '.join(TRAIN_TASK_SETS)}")
+        if self.d_model % self.n_heads:
+            raise InterpError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}: change one")
+        if (self.d_model // self.n_heads) % 2:
+            raise InterpError("d_model / n_heads must be even (RoPE rotates pairs of dimensions)")
+        if self.schedule not in ("wsd", "cosine", "constant"):
+            raise InterpError(f"unknown schedule {self.schedule!r}: use wsd, cosine or constant")
+        if not 0 <= self.task_skew < 1:
+            raise InterpError("task_skew must be in [0, 1), e.g. 0.9 for 90/10 training")
+        for name in ("n_layers", "d_model", "n_heads", "n_examples", "batch_size", "max_steps"):
+            if getattr(self, name) < 1:
+                raise InterpError(f"{name} must be at least 1")
+        task_names(self)  # raises for unknown task names
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+def all_task_names(task_set: str) -> list[str]:
+    return [f"ret{h}" for h in range(RETRIEVAL_LENGTH)] if task_set == "retrieval" else [f"plus{h}" for h in range(10)]
+
+
+def task_names(config: TrainConfig) -> list[str]:
+    names = all_task_names(config.task_set)
+    if not config.tasks:
+        return names
+    chosen = [t.strip() for t in config.tasks.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in names]
+    if unknown:
+        raise InterpError(f"unknown tasks {unknown} for {config.task_set!r}: use some of {', '.join(names)}")
+    return chosen
+
+
+def task_params(config: TrainConfig) -> list[int]:
+    """The hidden parameter h of every training task (position, or the added bias)."""
+    return [int(t.lstrip("retplus")) for t in task_names(config)]
+
+
+def task_weights(config: TrainConfig) -> list[float]:
+    """Sampling probability of each training task per prompt (uniform, or skewed first/second half)."""
+    n = len(task_names(config))
+    if not config.task_skew or n < 2:
+        return [1.0 / n] * n
+    first = n // 2
+    return [config.task_skew / first] * first + [(1 - config.task_skew) / (n - first)] * (n - first)
+
+
+class Batcher:
+    """Seeded on-the-fly batches of one-task-per-prompt training sequences (token ids + labels)."""
+
+    def __init__(self, config: TrainConfig, seed: int) -> None:
+        tokenizer = build_char_tokenizer()
+        vocab = tokenizer.get_vocab()
+        self.config = config
+        self.letters = torch.tensor([vocab[c] for c in string.ascii_letters])
+        self.digits = torch.tensor([vocab[c] for c in string.digits])
+        self.sep = vocab[SEPARATOR]
+        self.newline = vocab["\n"]
+        self.params = torch.tensor(task_params(config))
+        self.weights = torch.tensor(task_weights(config), dtype=torch.float64)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def example_length(self) -> int:
+        return RETRIEVAL_LENGTH + 3 if self.config.task_set == "retrieval" else 4
+
+    def next(self) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
+        """One batch: ``(input_ids, labels, task index per prompt)``; labels are -100 off the answers."""
+        b, n, g = self.config.batch_size, self.config.n_examples, self.generator
+        task = torch.multinomial(self.weights, b, replacement=True, generator=g)
+        h = self.params[task][:, None]  # [b, 1]
+        if self.config.task_set == "retrieval":
+            # 8 distinct letters per example: the first 8 of a random permutation of the 52.
+            idx = torch.rand(b, n, len(self.letters), generator=g).argsort(-1)[..., :RETRIEVAL_LENGTH]
+            answer_idx = idx.gather(-1, h[:, :, None].expand(b, n, 1))
+            inputs, answers = self.letters[idx], self.letters[answer_idx]
+        else:
+            x = torch.randint(0, 10, (b, n, 1), generator=g)
+            inputs, answers = self.digits[x], self.digits[(x + h[:, :, None]) % 10]
+        sep = torch.full((b, n, 1), self.sep)
+        nl = torch.full((b, n, 1), self.newline)
+        ids = torch.cat([inputs, sep, answers, nl], dim=-1)  # [b, n, example_length]
+        labels = torch.full_like(ids, IGNORE)
+        labels[..., -2:] = ids[..., -2:]  # the answer character and its newline
+        return ids.reshape(b, -1), labels.reshape(b, -1), task
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def build_model(config: TrainConfig) -> Any:
+    """A fresh, seeded ``LlamaForCausalLM`` sized by ``config`` (character vocabulary)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_char_tokenizer()
+    hf_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.d_model,
+        intermediate_size=config.mlp_width,
+        num_hidden_layers=config.n_layers,
+        num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_heads,
+        max_position_embeddings=2048,
+        rope_theta=10000.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = LlamaForCausalLM(hf_config)
+    return model
+
+
+def count_params(config: TrainConfig) -> int:
+    """Parameter count of the model ``config`` describes (built on the meta device, no memory)."""
+    with torch.device("meta"):
+        model = build_model(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then wsd/cosine/constant."""
+    peak, floor = config.lr, config.lr * config.min_lr_frac
+    if step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return peak
+    if config.schedule == "cosine":
+        t = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    decay_steps = max(1, int(round(config.decay_frac * config.max_steps)))
+    decay_start = config.max_steps - decay_steps
+    if step < decay_start:
+        return peak
+    return peak + (floor - peak) * (step - decay_start + 1) / decay_steps
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _optimizer_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (safetensors) and JSON-able metadata."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_safetensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
+                                meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimizer, batcher: Batcher,
+                    state: dict[str, Any]) -> None:
+    """Write a resumable checkpoint atomically (a temp dir renamed over the old one)."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    opt_tensors, opt_meta = _optimizer_to_safetensors(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    rng: dict[str, Tensor] = {"data": batcher.generator.get_state(), "torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"torch_cuda_{i}"] = s
+    save_file(rng, str(tmp / "rng.safetensors"))
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    meta = dict(state, optimizer=opt_meta,
+                numpy_rng=[np_state[0], np_state[1].tolist(), *np_state[2:]],
+                python_rng=[py_state[0], list(py_state[1]), py_state[2]])
+    (tmp / "state.json").write_text(json.dumps(meta))
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimizer, batcher: Batcher,
+                    device: str) -> dict[str, Any]:
+    """Restore model, optimizer, data stream and RNG states; return the saved training state."""
+    meta = json.loads((directory / "state.json").read_text())
+    model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
+    _optimizer_from_safetensors(optimizer, load_file(str(directory / "optimizer.safetensors"), device=device),
+                                meta.pop("optimizer"))
+    rng = load_file(str(directory / "rng.safetensors"))
+    batcher.generator.set_state(rng["data"])
+    torch.set_rng_state(rng["torch_cpu"])
+    cuda_states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    np_state = meta.pop("numpy_rng")
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    py_state = meta.pop("python_rng")
+    random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
+    return meta
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    # Fields that may change between an interrupted run and its continuation.
+    skip = {"device", "threads", "checkpoint_every", "log_every", "max_minutes", "resume", "out", "stop_at_step"}
+    return {k: v for k, v in asdict(config).items() if k not in skip}
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model_dir: Path
+    out: Path
+    steps: int
+    final_loss: float
+    wall_seconds: float
+    n_params: int
+    history: list[dict[str, float]]
+    finished: bool
+
+
+def save_hf_model(model: Any, directory: Path, info: dict[str, Any]) -> Path:
+    """Save an ordinary HF model dir: safetensors weights, config, char ``tokenizer.json``, training info."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    build_char_tokenizer().save_pretrained(str(directory))
+    (directory / "training_config.json").write_text(json.dumps(info, indent=2) + "\n")
+    return directory
+
+
+def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
+    """Train (or resume) a from-scratch model and export it to ``<out>/model``.
+
+    Returns a :class:`TrainResult`; ``finished`` is False when ``max_minutes`` stopped the run
+    early (rerun the same config to continue from the checkpoint).
+    """
+    config = config.resolved()
+    config.validate()
+    out = config.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = config.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InterpError("--device cuda requested but no CUDA GPU is visible: use --device cpu")
+
+    config_path = out / "train_config.json"
+    ckpt_dir = out / "checkpoint"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if previous != _comparable(config) and (ckpt_dir.exists() or (out / "model").exists()):
+            raise InterpError(f"{out} holds a run with a different training config: pass another --out")
+    config_path.write_text(json.dumps(_comparable(config), indent=2, sort_keys=True))
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    random.seed(config.seed)
+    model = build_model(config).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+    )
+    batcher = Batcher(config, seed=config.seed + 1)
+
+    state: dict[str, Any] = {"step": 0, "history": [], "elapsed": 0.0}
+    if config.resume and (ckpt_dir / "state.json").exists():
+        state = load_checkpoint(ckpt_dir, model, optimizer, batcher, device)
+        print(f"resumed from {ckpt_dir} at step {state['step']}")
+
+    model.train()
+    start_time = time.time() - state["elapsed"]
+    session_start = time.time()
+    step = state["step"]
+    history: list[dict[str, float]] = state["history"]
+    running: list[float] = []
+    finished = True
+    bar = progress(range(step, config.max_steps), desc=f"train {config.task_set}", initial=step,
+                   total=config.max_steps, disable=not show_progress)
+    for step in bar:
+        lr = lr_at(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ids, labels, _ = batcher.next()
+        ids, labels = ids.to(device), labels.to(device)
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        running.append(float(loss.detach()))
+        done = step + 1
+        if done % config.log_every == 0 or done == config.max_steps:
+            mean = float(np.mean(running))
+            history.append({"step": done, "loss": mean, "lr": lr, "elapsed_s": round(time.time() - start_time, 2)})
+            running = []
+            with open(out / "log.csv", "a") as fh:  # plain-text log, readable while training runs
+                fh.write(f"{done},{mean:.5f},{lr:.3e},{history[-1]['elapsed_s']}\n")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+        out_of_time = bool(config.max_minutes and (time.time() - session_start) > 60 * config.max_minutes)
+        out_of_time = out_of_time or done == config.stop_at_step
+        if done % config.checkpoint_every == 0 or done == config.max_steps or out_of_time:
+            save_checkpoint(ckpt_dir, model, optimizer, batcher,
+                            {"step": done, "history": history, "elapsed": time.time() - start_time})
+        if out_of_time and done < config.max_steps:
+            finished = False
+            step = done
+            break
+    else:
+        step = config.max_steps
+    if hasattr(bar, "close"):
+        bar.close()
+
+    wall = time.time() - start_time
+    final_loss = history[-1]["loss"] if history else float("nan")
+    model.eval()
+    info = {
+        "config": asdict(config),
+        "seed": config.seed,
+        "steps": step,
+        "finished": finished,
+        "final_loss": final_loss,
+        "wall_seconds": round(wall, 1),
+        "n_params": n_params,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "tasks": task_names(config),
+        "task_weights": task_weights(config),
+        "loss": "cross-entropy on each example's answer character and its newline (inputs masked)",
+        "history": history,
+    }
+    model_dir = save_hf_model(model, out / "model", info)
+    (out / "history.json").write_text(json.dumps(history))
+    return TrainResult(config, model_dir, out, step, final_loss, wall, n_params, history, finished)
+
+
+def env_threads() -> int:
+    """Torch threads to use by default: ``INTERP_TRAIN_THREADS`` or torch's own default."""
+    return int(os.environ.get("INTERP_TRAIN_THREADS", "0"))
