@@ -126,16 +126,27 @@ def _json_for_script(obj: Any) -> str:
     return json.dumps(obj).replace("</", "<\\/")
 
 
-def circuitsvis_view(component: str, **props: Any) -> str:
+def _round(value: Any, digits: int) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, list):
+        return [_round(v, digits) for v in value]
+    return value
+
+
+def circuitsvis_view(component: str, digits: int | None = 3, **props: Any) -> str:
     """One circuitsvis component, rendered by the page's single inlined bundle.
 
     ``props`` use the React names (``attention``, ``tokens``, ``attentionHeadNames``...);
-    tensors and arrays are converted to lists as circuitsvis does.
+    tensors and arrays are converted to lists as circuitsvis does. Floats are rounded to
+    ``digits`` (attention weights need no more), which keeps a page several times smaller.
     """
     from circuitsvis.utils.convert_props import convert_prop_type
 
     div_id = "cv-" + uuid4().hex[:12]
     clean = {k: convert_prop_type(v) for k, v in props.items() if v is not None}
+    if digits is not None:
+        clean = {k: _round(v, digits) for k, v in clean.items()}
     return (f'<div class="cv-container" id="{div_id}" data-component="{esc(component)}"></div>\n'
             f'<script>CircuitsVis.render("{div_id}", CircuitsVis.{component}, {_json_for_script(clean)});</script>')
 
@@ -144,14 +155,14 @@ _CDN_RE = re.compile(r"import \{ render, (\w+) \} from [^\n]*\n\s*render\(\s*\"[
                      re.S)
 
 
-def from_rendered(obj: Any) -> str:
+def from_rendered(obj: Any, digits: int | None = 3) -> str:
     """Convert any circuitsvis ``RenderedHTML`` (e.g. ``circuitsvis.attention.attention_heads(...)``)
     into a page view that uses the page's bundle instead of repeating it."""
     match = _CDN_RE.search(obj.cdn_src)
     if match is None:
         raise ValueError("unrecognised circuitsvis output: upgrade interp.render for this circuitsvis version")
     component, props = match.group(1), json.loads(match.group(2))
-    return circuitsvis_view(component, **props)
+    return circuitsvis_view(component, digits=digits, **props)
 
 
 def attention_heads_view(attention: Any, tokens: Sequence[str], head_names: Sequence[str]) -> str:

@@ -561,43 +561,83 @@ def attention_html(model: Any, prompt: Any, heads: list[tuple[int, int]], captio
     from interp.render import attention_heads_view
 
     pattern, tokens = head_attention(model, prompt, heads)
-    rounded = [[[round(float(v), 3) for v in row] for row in head] for head in pattern.tolist()]
     names = [f"L{layer}H{head}" for layer, head in heads]
     return (f'<p class="meta">{esc(caption)} Prompt ({len(tokens)} tokens) answers: '
             f"{esc(', '.join(f'{t}={a!r}' for t, a in prompt.answers.items()))}</p>"
-            + attention_heads_view(rounded, tokens, names))
+            + attention_heads_view(pattern, tokens, names))
 
 
 # ------------------------------------------------------------------------------ head attribution
 
 @dataclass
 class HeadAttributionSectionOptions:
-    top: int = 6  # heads drawn with circuitsvis
-    examples_per_task: int = 2  # examples per task in the prompt whose attention is drawn
+    task_set: str = ""  # default: the report's first task set
+    n_prompts: int = 4
+    top_n: int = 3  # heads per task in the top set (overlap, ablation, attention views)
+    rank_by: str = "logit"  # logit (centred answer logit) or diff (answer minus the other tasks' answers)
+    ablation: str = "mean"  # mean, zero, mean,zero or none
+    random_control: bool = True
+    window: int = 48  # attention drawn over the prompt's last N tokens (the query is the last)
 
 
 HEAD_ATTRIBUTION_TEXT = (
-    "Which attention heads write each task's answer? A head's direct contribution to the answer's logit ranks "
-    "the heads per task; overlap says whether tasks share heads; ablating the top heads tests whether they matter. "
-    "The top heads' attention patterns on a real superposed prompt are drawn with circuitsvis (click a head to "
-    "enlarge it; rows are destination tokens, columns source tokens).")
+    "Which attention heads write each task's answer? Direct logit attribution splits the answer's logit at the "
+    "query position into one term per head (and MLP); the heatmaps show each head's mean term per task (red raises "
+    "the answer). Overlap (Jaccard) says whether tasks share their top heads; ablating a task's top heads (replacing "
+    "their output by its mean) tests whether they matter for that task specifically, with random heads as a control. "
+    "The top heads' attention patterns on a real superposed prompt are drawn with circuitsvis (hover or click a head; "
+    "rows are destination tokens, columns source tokens; the query separator is the last row).")
 
 
 @register_section("head_attribution", "Head attribution", HEAD_ATTRIBUTION_TEXT, HeadAttributionSectionOptions)
 def section_head_attribution(ctx: ReportContext, opts: HeadAttributionSectionOptions) -> SectionOutput:
+    from interp.experiment import ExperimentConfig, make_prompts
+    from interp.render import from_rendered
+
     model = ctx.model
-    task_set = ctx.config.task_set_list()[0]
-    prompt = demo_prompt(ctx, task_set, opts.examples_per_task)
+    task_set = opts.task_set or ctx.config.task_set_list()[0]
     try:
-        require_module("analyses.head_attribution")
+        ha = require_module("analyses.head_attribution")
     except InterpError as exc:
         # Without the ranking, still show real attention: the last third of the network, unranked.
+        prompt = demo_prompt(ctx, task_set)
         layer = (2 * model.n_layers) // 3
-        heads = [(layer, h) for h in range(min(opts.top, model.n_heads))]
+        heads = [(layer, h) for h in range(min(6, model.n_heads))]
         view = attention_html(model, prompt, heads, f"Heads not ranked (analysis unavailable): layer {layer}, "
                                                     f"heads 0-{len(heads) - 1}, on a {task_set} prompt.")
         return SectionOutput(view, error=str(exc))
-    raise InterpError("analyses.head_attribution is installed but this report version has no section for it yet")
+    modes = ha.parse_modes(opts.ablation)
+    prompts = make_prompts(ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts,
+                                            seed=ctx.config.seed))
+    result = ha.head_attribution(model, prompts, show_progress=True)
+    ranking = ha.head_ranking(result, max(10, opts.top_n), opts.rank_by)
+    jaccard, membership = ha.head_overlap(result, opts.top_n, opts.rank_by)
+    title = f"{model.name} · {task_set} · {len(prompts)} prompts"
+    parts = [_fig_html(ha.plot_head_attribution(result, opts.rank_by, f"direct logit attribution per head · {title}"),
+                       "mean direct logit attribution of every head, per task")]
+    ablation = None
+    if modes:
+        ablation, _scores = ha.ablation_table(model, prompts, result, opts.top_n, opts.rank_by, modes,
+                                              opts.random_control, ctx.config.seed, show_progress=True)
+    parts.append(_fig_html(ha.plot_overlap_and_ablation(jaccard, ablation, f"top-{opts.top_n} heads · {title}"),
+                           "overlap of the tasks' top heads, and the effect of ablating them"))
+    top = ranking[ranking["rank"] <= opts.top_n]
+    parts.append(f"<h3>Top {opts.top_n} heads per task</h3>" + table_html(top, csv_name="head_attribution-ranking.csv"))
+    if ablation is not None:
+        parts.append("<h3>Ablation</h3>" + table_html(ablation, csv_name="head_attribution-ablation.csv"))
+    # Attention of every task's top heads on one real prompt of the analysis.
+    shown = list(dict.fromkeys(h for t in result.tasks for h in ha.top_heads(result, t, opts.top_n, opts.rank_by)))
+    prompt = prompts[0]
+    view = ha.attention_view(model, prompt, shown, opts.window or None)
+    answers = ", ".join(f"{t}={a!r}" for t, a in prompt.answers.items())
+    parts.append(f"<h3>Attention of the top heads</h3><p class=\"meta\">Prompt {prompt.prompt_id} of {esc(task_set)} "
+                 f"(last {opts.window} tokens; answers: {esc(answers)}). Heads: "
+                 f"{esc(', '.join(ha.head_name(*h) for h in shown))}.</p>" + from_rendered(view))
+    tables = {"ranking": ranking, "overlap": jaccard.reset_index(names="task"), "membership": membership,
+              "closure": result.closure}
+    if ablation is not None:
+        tables["ablation"] = ablation
+    return SectionOutput("\n".join(parts), tables)
 
 
 # ------------------------------------------------------------------------------ analyses still landing
