@@ -98,6 +98,15 @@ def lens_sites(model: LoadedModel) -> list[tuple[int, str, str]]:
     return sites
 
 
+def query_hooks(model: LoadedModel) -> list[str]:
+    """The query-position activations both this analysis and head attribution read.
+
+    One shared list (residuals before every block, every head's ``z``, every MLP output, the
+    final residual) so that one hooked pass, cached on disk, serves both analyses.
+    """
+    return ["resid_pre", "attn.hook_z", "hook_mlp_out", f"blocks.{model.n_layers - 1}.hook_resid_post"]
+
+
 def _raw_inputs(task_set: TaskSet) -> dict[str, Any]:
     return {task_set.format_input(x): x for x in task_set.inputs()}
 
@@ -153,7 +162,7 @@ def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: st
     if not prompts:
         raise InterpError("no prompts: build at least one prompt")
     sites = lens_sites(model)
-    acts = get_activations(model, prompts, [name for _, _, name in sites], positions="query",
+    acts = get_activations(model, prompts, query_hooks(model), positions="query",
                            show_progress=show_progress, use_cache=use_cache, log=show_progress)
     rows = []
     for i, p in enumerate(progress(prompts, desc=f"logit lens ({condition})", disable=not show_progress)):

@@ -1,0 +1,694 @@
+"""Which attention heads write each task's answer? Direct logit attribution, overlap, ablation.
+
+**Direct logit attribution (DLA).** At the query position the final residual is a sum of
+component outputs: the token embedding, every attention head's ``z[h] @ W_O[h]`` (plus the
+output bias ``b_O`` where a model has one), and every MLP's output. The logit of token ``t`` is
+
+    logit_t = RMSNorm(resid) @ W_U[:, t] = sum_c  (out_c / scale) @ (w_final * W_U[:, t])
+
+where ``scale = sqrt(mean(resid**2) + eps)`` is the final norm's scale of the *actual* final
+residual at that position (frozen, as TransformerLens does) and ``w_final`` the norm's weight,
+folded into the unembedding. Each component's term is its direct logit attribution. We
+attribute the *centred* logit (minus its mean over the vocabulary, which softmax ignores) of each
+task's answer (first token) and the logit *difference* between task k's answer and the mean of
+the other tasks' answers. The attributions of all components sum to the centred logit exactly
+(:attr:`HeadAttributionResult.closure`). Per-head outputs are formed only at the query position,
+from ``attn.hook_z`` and ``W_O`` (never for every position). With grouped-query attention
+``hook_z`` is already per *query* head, so heads are ``L{layer}H{query head}``.
+
+**Overlap.** Each task's top-n heads (by mean attribution over prompts), their Jaccard overlap
+across tasks, and a heads × tasks table: do different tasks use different heads?
+
+**Ablation (causal check).** Replace the top-n heads of task k — at *every* position of the
+prompt and of the teacher-forced answer — by their mean output (``z`` averaged over all prompts
+and all prompt positions) or by zero, and score every task's full multi-token answer
+probability. Does removing "task k's heads" remove task k specifically? A control ablates as
+many random heads that are in no task's top-n set. Ablation hooks the HF model's ``o_proj``
+input, which is ``hook_z`` flattened (head-major), so scoring reuses the KV-cached scorer.
+
+Python::
+
+    from analyses.head_attribution import head_attribution, top_heads, head_overlap, ablate_heads
+    result = head_attribution(model, prompts)
+    top_heads(result, "capital", n=5)                  # [(layer, head), ...]
+    jaccard, membership = head_overlap(result, n=5)
+    scores = ablate_heads(model, prompts, top_heads(result, "capital"), mode="mean")
+
+CLI: ``interp run heads --model smollm2-135m --task-set country --n-prompts 10 --top-n 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from jaxtyping import Float  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from analyses.logit_lens import final_norm_and_unembed, first_answer_tokens, query_hooks  # noqa: E402
+from interp.activations import get_activations, token_positions  # noqa: E402
+from interp.cli import Command  # noqa: E402
+from interp.config import add_dataclass_args, from_args  # noqa: E402
+from interp.errors import InterpError  # noqa: E402
+from interp.experiment import ExperimentConfig, make_model, make_prompts  # noqa: E402
+from interp.models import LoadedModel  # noqa: E402
+from interp.progress import progress  # noqa: E402
+from interp.prompts import Prompt, save_prompts  # noqa: E402
+from interp.runs import RunDir  # noqa: E402
+from interp.scoring import score_prompts  # noqa: E402
+
+Head = tuple[int, int]
+METRICS = {"logit": "logit_attr", "diff": "diff_attr"}
+ABLATION_MODES = ("mean", "zero")
+
+
+@dataclass
+class HeadAttributionConfig(ExperimentConfig):
+    n_prompts: int = field(default=10, metadata={"help": "number of prompts"})
+    top_n: int = field(default=5, metadata={"help": "heads per task in the top set (overlap and ablation)"})
+    rank_by: str = field(default="logit", metadata={"help": "rank heads by 'logit' (centred answer logit) or 'diff' (answer minus other tasks' answers)"})
+    ablation: str = field(default="mean,zero", metadata={"help": "ablation modes to run: mean, zero, both comma-separated, or none"})
+    random_control: bool = field(default=True, metadata={"help": "also ablate top-n random heads that are in no task's top set"})
+    attention_prompt: int = field(default=0, metadata={"help": "index of the prompt whose attention is rendered"})
+    attention_window: int = field(default=64, metadata={"help": "render attention over the last N tokens only (0: all)"})
+    cache: bool = field(default=True, metadata={"help": "read/write activations through the on-disk activation cache"})
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def head_name(layer: int, head: int) -> str:
+    """``L12H3``: layer 12, query head 3."""
+    return f"L{layer}H{head}"
+
+
+def parse_head(name: str) -> Head:
+    """Inverse of :func:`head_name`."""
+    m = re.fullmatch(r"L(\d+)H(\d+)", name.strip())
+    if not m:
+        raise InterpError(f"bad head name {name!r}: write heads like L12H3")
+    return int(m.group(1)), int(m.group(2))
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def rms_final_norm(model: LoadedModel) -> tuple[Tensor, float]:
+    """(weight, eps) of the final RMSNorm; DLA here is defined for RMSNorm models (Llama, Qwen2...)."""
+    norm, _ = final_norm_and_unembed(model)
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", None)
+    if eps is None or getattr(norm, "bias", None) is not None:
+        raise InterpError(f"{type(norm).__name__} is not an RMSNorm: head attribution supports Llama/Qwen2-shaped models")
+    return norm.weight.detach().float().cpu(), float(eps)
+
+
+def effective_unembed(model: LoadedModel) -> tuple[Float[Tensor, "d_model d_vocab"], Tensor | None]:
+    """``diag(w_final) @ W_U`` (the norm's weight folded into the unembedding) and the output bias."""
+    w, _ = rms_final_norm(model)
+    _, head = final_norm_and_unembed(model)
+    W_U = head.weight.detach().float().cpu().T  # [d_model, vocab]
+    bias = None if getattr(head, "bias", None) is None else head.bias.detach().float().cpu()
+    return w[:, None] * W_U, bias
+
+
+def output_weights(model: LoadedModel) -> tuple[Float[Tensor, "layer head d_head d_model"], Tensor | None]:
+    """``W_O`` per query head and the attention output bias ``b_O`` ([layer, d_model]) if any."""
+    W_O = model.bridge.W_O.detach().float().cpu()
+    layers = model.hf_model.base_model.layers
+    biases = [getattr(layer.self_attn.o_proj, "bias", None) for layer in layers]
+    b_O = None if all(b is None for b in biases) else torch.stack(
+        [torch.zeros(W_O.shape[-1]) if b is None else b.detach().float().cpu() for b in biases])
+    return W_O, b_O
+
+
+# ----------------------------------------------------------------------------- DLA
+
+
+@dataclass
+class HeadAttributionResult:
+    """Direct logit attribution of a prompt set.
+
+    Attributes:
+        attributions: one row per (prompt, task, component): ``prompt_id, task, token, component,
+            kind (embed|head|attn_bias|mlp|unembed_bias), layer, head, logit_attr, diff_attr``.
+        closure: per (prompt, task): the centred logit and logit difference computed from the
+            model's output, the sums of all attributions, and their absolute errors.
+        heads: per (task, head): mean/std over prompts of both attributions and their ranks
+            (1 = the head that raises the answer most).
+        components: per (task, component), mean attributions of every component (MLPs too).
+        tasks: task names in order.
+    """
+
+    attributions: pd.DataFrame
+    closure: pd.DataFrame
+    heads: pd.DataFrame
+    components: pd.DataFrame
+    tasks: list[str]
+    n_layers: int
+    n_heads: int
+
+
+def _components(model: LoadedModel) -> list[dict[str, Any]]:
+    comps: list[dict[str, Any]] = [{"component": "embed", "kind": "embed", "layer": -1, "head": -1}]
+    _, b_O = output_weights(model)
+    for layer in range(model.n_layers):
+        comps += [{"component": head_name(layer, h), "kind": "head", "layer": layer, "head": h}
+                  for h in range(model.n_heads)]
+        if b_O is not None:
+            comps.append({"component": f"L{layer}b_O", "kind": "attn_bias", "layer": layer, "head": -1})
+        comps.append({"component": f"MLP{layer}", "kind": "mlp", "layer": layer, "head": -1})
+    return comps
+
+
+@torch.no_grad()
+def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progress: bool = True,
+                     use_cache: bool = True) -> HeadAttributionResult:
+    """Direct logit attribution at the query position of every head, MLP and the embedding.
+
+    Args:
+        model: a loaded RMSNorm model (Llama-, Qwen2-shaped; GQA fine).
+        prompts: prompts whose ``answers`` name the tasks (all prompts must score the same tasks).
+        show_progress: progress bars.
+        use_cache: read/write the query-position activations through the on-disk cache.
+
+    Returns:
+        :class:`HeadAttributionResult` (tables described there).
+    """
+    if not prompts:
+        raise InterpError("no prompts: build at least one prompt")
+    tasks = list(prompts[0].answers)
+    if any(list(p.answers) != tasks for p in prompts):
+        raise InterpError("prompts score different tasks: attribute one prompt set (one mixture) at a time")
+    L, H = model.n_layers, model.n_heads
+    final_name = f"blocks.{L - 1}.hook_resid_post"
+    acts = get_activations(model, prompts, query_hooks(model),
+                           positions="query", show_progress=show_progress, use_cache=use_cache, log=show_progress)
+    W_U, b_U = effective_unembed(model)
+    W_O, b_O = output_weights(model)
+    _, eps = rms_final_norm(model)
+    tokens = torch.tensor([[first_answer_tokens(model, p)[t] for t in tasks]
+                           for p in progress(prompts, desc="answer tokens", disable=not show_progress)])  # [P, K]
+
+    resid = acts[final_name][:, 0].float()  # [P, d_model]
+    scale = (resid.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [P, 1] the final norm's frozen scale
+    # Centred unembedding directions of each prompt's answer tokens: [d_model, P, K].
+    W_U_centred = W_U - W_U.mean(1, keepdim=True)
+    directions = W_U_centred[:, tokens]
+
+    outs = [acts["blocks.0.hook_resid_pre"][:, 0].float()[:, None]]  # embed: [P, 1, d]
+    for layer in range(L):
+        z = acts[f"blocks.{layer}.attn.hook_z"][:, 0].float()  # [P, H, d_head]
+        outs.append(torch.einsum("phe,hed->phd", z, W_O[layer]))
+        if b_O is not None:
+            outs.append(b_O[layer].expand(len(prompts), 1, -1))
+        outs.append(acts[f"blocks.{layer}.hook_mlp_out"][:, 0].float()[:, None])
+    comp_out = torch.cat(outs, dim=1) / scale[:, :, None]  # [P, C, d]
+    attr = torch.einsum("pcd,dpk->pck", comp_out, directions)  # [P, C, K]
+    comps = _components(model)
+    if b_U is not None:
+        centred_bias = (b_U - b_U.mean())[tokens]  # [P, K]
+        attr = torch.cat([attr, centred_bias[:, None, :]], dim=1)
+        comps.append({"component": "b_U", "kind": "unembed_bias", "layer": L, "head": -1})
+    K = len(tasks)
+    # Logit difference: answer k minus the mean of the other tasks' answers (linear in components).
+    if K > 1:
+        diff = attr * K / (K - 1) - attr.sum(-1, keepdim=True) / (K - 1)
+    else:
+        diff = attr.clone()
+
+    # Reference: the model's own centred logits at the query (the final residual through the real norm).
+    norm, head = final_norm_and_unembed(model)
+    logits = head(norm(resid.to(model.device, model.dtype))).float().cpu()
+    logits = logits - logits.mean(-1, keepdim=True)
+    target = logits.gather(1, tokens)  # [P, K]
+    target_diff = target * K / (K - 1) - target.sum(-1, keepdim=True) / (K - 1) if K > 1 else target
+
+    P, C = attr.shape[0], attr.shape[1]
+    comp_frame = pd.DataFrame(comps)
+    frame = pd.DataFrame({
+        "prompt_id": np.repeat([p.prompt_id for p in prompts], C * K),
+        "task": np.tile(tasks, P * C),
+        "token": tokens[:, None, :].expand(P, C, K).reshape(-1).numpy(),
+        "logit_attr": attr.reshape(-1).numpy(),
+        "diff_attr": diff.reshape(-1).numpy(),
+    })
+    comp_rows = comp_frame.loc[np.tile(np.repeat(np.arange(C), K), P)].reset_index(drop=True)
+    attributions = pd.concat([frame[["prompt_id", "task", "token"]], comp_rows, frame[["logit_attr", "diff_attr"]]],
+                             axis=1)
+    closure = pd.DataFrame({
+        "prompt_id": np.repeat([p.prompt_id for p in prompts], K), "task": np.tile(tasks, P),
+        "logit": target.reshape(-1).numpy(), "sum_attr": attr.sum(1).reshape(-1).numpy(),
+        "logit_diff": target_diff.reshape(-1).numpy(), "sum_diff_attr": diff.sum(1).reshape(-1).numpy(),
+    })
+    closure["error"] = (closure["logit"] - closure["sum_attr"]).abs()
+    closure["diff_error"] = (closure["logit_diff"] - closure["sum_diff_attr"]).abs()
+    components = (attributions.groupby(["task", "component", "kind", "layer", "head"], sort=False)
+                  [["logit_attr", "diff_attr"]].mean().reset_index())
+    heads = _head_table(attributions[attributions["kind"] == "head"])
+    return HeadAttributionResult(attributions, closure, heads, components, tasks, L, H)
+
+
+def _head_table(head_rows: pd.DataFrame) -> pd.DataFrame:
+    g = head_rows.groupby(["task", "component", "layer", "head"], sort=False)
+    table = g.agg(logit_attr=("logit_attr", "mean"), logit_attr_std=("logit_attr", "std"),
+                  diff_attr=("diff_attr", "mean"), diff_attr_std=("diff_attr", "std")).reset_index()
+    table = table.rename(columns={"component": "head_name"})
+    for metric, col in METRICS.items():
+        table[f"rank_{metric}"] = table.groupby("task")[col].rank(ascending=False, method="first").astype(int)
+    return table
+
+
+def _heads_table(result: HeadAttributionResult | pd.DataFrame) -> pd.DataFrame:
+    return result.heads if isinstance(result, HeadAttributionResult) else result
+
+
+def top_heads(result: HeadAttributionResult | pd.DataFrame, task: str, n: int = 5, by: str = "logit") -> list[Head]:
+    """The ``n`` heads with the largest mean attribution to ``task``'s answer (``by``: logit | diff)."""
+    if by not in METRICS:
+        raise InterpError(f"unknown ranking {by!r}: use one of {', '.join(METRICS)}")
+    table = _heads_table(result)
+    sel = table[table["task"] == task]
+    if sel.empty:
+        raise InterpError(f"no task {task!r} in this attribution: use one of {', '.join(table['task'].unique())}")
+    sel = sel.sort_values(f"rank_{by}").head(n)
+    return [(int(r.layer), int(r.head)) for r in sel.itertuples()]
+
+
+def head_ranking(result: HeadAttributionResult | pd.DataFrame, n: int = 10, by: str = "logit") -> pd.DataFrame:
+    """Per-task ranking: ``task, rank, head_name, logit_attr, diff_attr`` for the top ``n`` heads."""
+    table = _heads_table(result)
+    out = table[table[f"rank_{by}"] <= n].sort_values(["task", f"rank_{by}"], kind="stable")
+    out = out.rename(columns={f"rank_{by}": "rank"})
+    order = list(dict.fromkeys(table["task"]))
+    out["task"] = pd.Categorical(out["task"], order, ordered=True)
+    return out.sort_values(["task", "rank"])[["task", "rank", "head_name", "layer", "head", "logit_attr",
+                                              "diff_attr"]].reset_index(drop=True)
+
+
+def head_overlap(result: HeadAttributionResult | pd.DataFrame, n: int = 5, by: str = "logit"
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Overlap of the tasks' top-``n`` head sets.
+
+    Returns:
+        ``jaccard``: tasks × tasks matrix of |A∩B| / |A∪B| (index and columns are task names);
+        ``membership``: heads × tasks table over the union of the top sets: the head's rank for
+        each task (NaN when outside that task's top ``n``), its mean attribution per task, and
+        ``n_tasks`` (how many tasks' top sets hold it).
+    """
+    table = _heads_table(result)
+    tasks = list(dict.fromkeys(table["task"]))
+    sets = {t: {head_name(*h) for h in top_heads(table, t, n, by)} for t in tasks}
+    jaccard = pd.DataFrame([[len(sets[a] & sets[b]) / len(sets[a] | sets[b]) for b in tasks] for a in tasks],
+                           index=tasks, columns=tasks)
+    union = sorted(set().union(*sets.values()), key=lambda s: parse_head(s))
+    rows = []
+    for name in union:
+        row: dict[str, Any] = {"head_name": name}
+        for t in tasks:
+            rec = table[(table["task"] == t) & (table["head_name"] == name)].iloc[0]
+            row[f"rank:{t}"] = float(rec[f"rank_{by}"]) if name in sets[t] else np.nan
+            row[f"attr:{t}"] = float(rec[METRICS[by]])
+        row["n_tasks"] = sum(name in sets[t] for t in tasks)
+        rows.append(row)
+    return jaccard, pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- ablation
+
+
+def _o_proj(model: LoadedModel, layer: int) -> torch.nn.Module:
+    return model.hf_model.base_model.layers[layer].self_attn.o_proj
+
+
+@contextlib.contextmanager
+def head_ablation(model: LoadedModel, values: dict[Head, Tensor | None]) -> Iterator[None]:
+    """While active, head ``(l, h)``'s ``z`` is replaced by ``values[(l, h)]`` ([d_head]; None = zero)
+    at every position, in every forward of ``model.hf_model``.
+
+    Implemented as a pre-hook on the HF ``o_proj``, whose input is ``hook_z`` flattened head-major.
+    """
+    d_head = int(model.bridge.cfg.d_head)
+    by_layer: dict[int, list[tuple[int, Tensor | None]]] = {}
+    for (layer, h), v in values.items():
+        if not (0 <= layer < model.n_layers and 0 <= h < model.n_heads):
+            raise InterpError(f"no head {head_name(layer, h)} in {model.name} ({model.n_layers} layers, {model.n_heads} heads)")
+        by_layer.setdefault(layer, []).append((h, v))
+    handles = []
+
+    def make(edits: list[tuple[int, Tensor | None]]) -> Any:
+        def pre_hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = args[0].clone()
+            z = x.view(*x.shape[:-1], -1, d_head)
+            for h, v in edits:
+                z[..., h, :] = 0 if v is None else v.to(x.device, x.dtype)
+            return (x, *args[1:])
+
+        return pre_hook
+
+    try:
+        for layer, edits in by_layer.items():
+            handles.append(_o_proj(model, layer).register_forward_pre_hook(make(edits)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def head_means(model: LoadedModel, prompts: Sequence[Prompt], layers: Sequence[int] | None = None,
+               show_progress: bool = True) -> Float[Tensor, "layer head d_head"]:
+    """Mean ``z`` of every head over all prompts and all prompt positions (for mean-ablation).
+
+    Layers not in ``layers`` are left at zero. Only running sums are kept (no per-position storage).
+    """
+    L, H, d_head = model.n_layers, model.n_heads, int(model.bridge.cfg.d_head)
+    layer_list = list(range(L)) if layers is None else sorted(set(layers))
+    sums = torch.zeros(L, H * d_head, dtype=torch.float64)
+    count = 0
+    handles = []
+
+    def make(layer: int) -> Any:
+        def pre_hook(module: Any, args: tuple[Any, ...]) -> None:
+            sums[layer] += args[0].detach().double().sum(dim=(0, 1)).cpu()
+
+        return pre_hook
+
+    try:
+        for layer in layer_list:
+            handles.append(_o_proj(model, layer).register_forward_pre_hook(make(layer)))
+        for p in progress(prompts, desc="head means", disable=not show_progress):
+            ids = model.encode_prompt(p.text)
+            model.hf_model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
+            count += len(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (sums / max(count, 1)).float().view(L, H, d_head)
+
+
+def ablate_heads(model: LoadedModel, prompts: Sequence[Prompt], heads: Sequence[Head], mode: str = "mean",
+                 means: Tensor | None = None, show_progress: bool = True) -> pd.DataFrame:
+    """Score every task's full answer with ``heads`` ablated at every position.
+
+    Args:
+        mode: ``mean`` (replace z by its mean over the prompt set; see :func:`head_means`) or ``zero``.
+        means: precomputed :func:`head_means` (computed from ``prompts`` when missing).
+
+    Returns:
+        :func:`interp.scoring.score_prompts`' table (``prompt_id, task, prob, logprob, ...``).
+        With ``heads=[]`` it is exactly the unablated scores.
+    """
+    if mode not in ABLATION_MODES:
+        raise InterpError(f"unknown ablation {mode!r}: use mean or zero")
+    heads = [(int(layer), int(h)) for layer, h in heads]
+    if mode == "mean" and heads and means is None:
+        means = head_means(model, prompts, layers=[layer for layer, _ in heads], show_progress=show_progress)
+    values: dict[Head, Tensor | None] = {h: (means[h[0], h[1]] if mode == "mean" else None) for h in heads}  # type: ignore[index]
+    with head_ablation(model, values):
+        return score_prompts(model, prompts, show_progress=show_progress)
+
+
+def random_heads(model: LoadedModel, n: int, exclude: set[Head], seed: int = 0) -> list[Head]:
+    """``n`` heads drawn at random (seeded) from those not in ``exclude``."""
+    pool = [(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads) if (layer, h) not in exclude]
+    return sorted(random.Random(seed).sample(pool, min(n, len(pool))))
+
+
+def ablation_table(model: LoadedModel, prompts: Sequence[Prompt], result: HeadAttributionResult, n: int = 5,
+                   by: str = "logit", modes: Sequence[str] = ABLATION_MODES, random_control: bool = True,
+                   seed: int = 0, show_progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ablate each task's top-``n`` heads (and a random control set); measure every task.
+
+    Returns:
+        ``table``: one row per (ablated set, mode, measured task): ``ablated, mode, heads, task,
+        prob_base, prob_ablated, delta_prob, rel_change, delta_logprob`` (means over prompts;
+        ``rel_change`` = mean ablated / mean base - 1);
+        ``scores``: the per-prompt scores of every condition (``ablated, mode`` columns added).
+    """
+    base = score_prompts(model, prompts, show_progress=show_progress).assign(ablated="none", mode="none", heads="")
+    sets = {t: top_heads(result, t, n, by) for t in result.tasks}
+    if random_control:
+        sets["random"] = random_heads(model, n, set().union(*map(set, sets.values())), seed)
+    needed = sorted({layer for hs in sets.values() for layer, _ in hs})
+    means = head_means(model, prompts, needed, show_progress) if "mean" in modes else None
+    frames = [base]
+    for mode in modes:
+        for name, heads in sets.items():
+            scores = ablate_heads(model, prompts, heads, mode, means, show_progress)
+            frames.append(scores.assign(ablated=name, mode=mode, heads=" ".join(head_name(*h) for h in heads)))
+    scores = pd.concat(frames, ignore_index=True)
+    keys = ["prompt_id", "task"]
+    base_idx = base.set_index(keys)
+    rows = []
+    for (name, mode), g in scores[scores["ablated"] != "none"].groupby(["ablated", "mode"], sort=False):
+        g = g.set_index(keys)
+        for task in result.tasks:
+            a = g.xs(task, level="task")
+            b = base_idx.xs(task, level="task").loc[a.index]
+            rows.append({"ablated": name, "mode": mode, "heads": a["heads"].iloc[0], "task": task,
+                         "prob_base": b["prob"].mean(), "prob_ablated": a["prob"].mean(),
+                         "delta_prob": (a["prob"] - b["prob"]).mean(),
+                         "rel_change": a["prob"].mean() / max(b["prob"].mean(), 1e-30) - 1,
+                         "delta_logprob": (a["logprob"] - b["logprob"]).mean()})
+    return pd.DataFrame(rows), scores
+
+
+# ----------------------------------------------------------------------------- attention (circuitsvis)
+
+
+def str_tokens(model: LoadedModel, text: str, ids: Sequence[int]) -> list[str]:
+    """Each token's exact text in ``text`` (from the tokenizer's offsets; special tokens decoded)."""
+    tokens = [model.tokenizer.decode([i]) for i in ids]
+    try:
+        enc = model.tokenizer(text, add_special_tokens=model.prepend_bos, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
+        return tokens
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    ends = [b for _, b in offsets]
+    # Use the offsets only when they tile the text consistently (no overlaps, same ids).
+    if list(enc["input_ids"]) != list(ids) or any(a < prev for (a, _), prev in zip(offsets[1:], ends)):
+        return tokens
+    return [text[a:b] if b > a else tok for (a, b), tok in zip(offsets, tokens)]
+
+
+@torch.no_grad()
+def head_attention(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], window: int | None = None
+                   ) -> tuple[Float[Tensor, "head dest src"], list[str], list[str]]:
+    """Attention patterns of ``heads`` on one prompt, its str tokens and head names (for circuitsvis).
+
+    ``window`` keeps only the last ``window`` tokens (both axes; the query is the last one),
+    so long prompts stay light in HTML; rows then show only the attention inside the window.
+    """
+    if not heads:
+        raise InterpError("no heads to show: pass at least one (layer, head)")
+    ids = model.encode_prompt(prompt.text)
+    layers = sorted({layer for layer, _ in heads})
+    store: dict[int, Tensor] = {}
+
+    def make(layer: int) -> Any:
+        def save(pattern: Tensor, hook: Any) -> None:
+            store[layer] = pattern[0].detach().float().cpu()  # [head, dest, src]
+
+        return save
+
+    model.bridge.run_with_hooks(torch.tensor([ids], device=model.device), return_type=None,
+                                fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", make(layer)) for layer in layers],
+                                stop_at_layer=max(layers) + 1)
+    pattern = torch.stack([store[layer][h] for layer, h in heads])
+    tokens = str_tokens(model, prompt.text, ids)
+    if window and window < len(ids):
+        pattern = pattern[:, -window:, -window:]
+        tokens = tokens[-window:]
+    return pattern, tokens, [head_name(layer, h) for layer, h in heads]
+
+
+def attention_view(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], window: int | None = None) -> Any:
+    """A ``circuitsvis.attention.attention_heads`` view (write ``.local_src`` to files; offline)."""
+    import circuitsvis as cv
+
+    pattern, tokens, names = head_attention(model, prompt, heads, window)
+    return cv.attention.attention_heads(attention=pattern, tokens=tokens, attention_head_names=names)
+
+
+def query_attention(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], top: int = 5) -> pd.DataFrame:
+    """Where each head looks from the query: its ``top`` source tokens and weights (a text summary)."""
+    pattern, tokens, names = head_attention(model, prompt, heads)
+    q = token_positions(model, prompt, "query")[0]
+    rows = []
+    for i, name in enumerate(names):
+        w, idx = pattern[i, q].topk(min(top, pattern.shape[-1]))
+        for r, (wi, j) in enumerate(zip(w.tolist(), idx.tolist()), 1):
+            rows.append({"head_name": name, "rank": r, "src_pos": j, "src_token": tokens[j], "weight": wi})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_head_attribution(result: HeadAttributionResult | pd.DataFrame, by: str = "logit", title: str = "") -> plt.Figure:
+    """One layer × head heatmap per task of the mean attribution (red raises the answer)."""
+    table = _heads_table(result)
+    tasks = list(dict.fromkeys(table["task"]))
+    L, H = int(table["layer"].max()) + 1, int(table["head"].max()) + 1
+    col = METRICS[by]
+    vmax = float(table[col].abs().max()) or 1.0
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 0.45 * H * len(tasks) + 0.8, 0.8 + 0.16 * L + 0.8),
+                             squeeze=False)
+    im = None
+    for ax, task in zip(axes[0], tasks):
+        grid = np.zeros((L, H))
+        sel = table[table["task"] == task]
+        grid[sel["layer"].to_numpy(), sel["head"].to_numpy()] = sel[col].to_numpy()
+        im = ax.imshow(grid, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_xticks(range(H))
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("layer")
+    fig.colorbar(im, ax=list(axes[0]), label=f"mean {'centred logit' if by == 'logit' else 'logit-diff'} attribution")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | None, title: str = "") -> plt.Figure:
+    """Left: Jaccard overlap of the tasks' top heads. Right (per mode): relative change of each task's
+    mean answer probability (columns) when a task's top heads are ablated (rows)."""
+    modes = [] if ablation is None or ablation.empty else list(dict.fromkeys(ablation["mode"]))
+    fig, axes = plt.subplots(1, 1 + len(modes), figsize=(3.6 + 3.8 * len(modes), 3.2), squeeze=False)
+    ax = axes[0][0]
+    ax.imshow(jaccard.to_numpy(), vmin=0, vmax=1, cmap="Blues")
+    tasks = list(jaccard.columns)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, fontsize=7)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=7)
+    for i in range(len(tasks)):
+        for j in range(len(tasks)):
+            ax.text(j, i, f"{jaccard.iat[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_title("Jaccard of top-n heads", fontsize=9)
+    for ax, mode in zip(axes[0][1:], modes):
+        sel = ablation[ablation["mode"] == mode]
+        rows = list(dict.fromkeys(sel["ablated"]))
+        grid = np.array([[float(sel[(sel["ablated"] == r) & (sel["task"] == t)]["rel_change"].iloc[0]) for t in tasks]
+                         for r in rows])
+        ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(tasks)), tasks, rotation=30, fontsize=7)
+        ax.set_yticks(range(len(rows)), [f"ablate {r}" for r in rows], fontsize=7)
+        for i in range(len(rows)):
+            for j in range(len(tasks)):
+                ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title(f"{mode}-ablation: relative change of P(answer)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- run + CLI
+
+
+@dataclass
+class HeadsRunResult:
+    attribution: HeadAttributionResult
+    ranking: pd.DataFrame
+    jaccard: pd.DataFrame
+    membership: pd.DataFrame
+    ablation: pd.DataFrame | None
+    out: Path | None = None
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip() and m.strip() != "none"]
+    for m in modes:
+        if m not in ABLATION_MODES:
+            raise InterpError(f"unknown ablation mode {m!r}: use mean, zero, mean,zero or none")
+    return modes
+
+
+def run_heads(config: HeadAttributionConfig, show_progress: bool = True) -> HeadsRunResult:
+    """DLA, top heads, overlap, ablation and attention views, written to the run directory."""
+    if config.rank_by not in METRICS:
+        raise InterpError(f"unknown --rank-by {config.rank_by!r}: use logit or diff")
+    if config.top_n < 1:
+        raise InterpError("--top-n must be at least 1")
+    modes = parse_modes(config.ablation)
+    prompts = make_prompts(config)
+    if not 0 <= config.attention_prompt < len(prompts):
+        raise InterpError(f"--attention-prompt must be in 0..{len(prompts) - 1}")
+    model = make_model(config)
+    run = RunDir(config.out_dir("heads"), {"analysis": "heads", "config": asdict(config),
+                                           "model": model.describe()}, overwrite=config.overwrite)
+    save_prompts(prompts, run.file("prompts.jsonl"))
+    result = head_attribution(model, prompts, show_progress=show_progress, use_cache=config.cache)
+    run.write_csv("attributions.csv", result.attributions)
+    run.write_csv("closure.csv", result.closure)
+    run.write_csv("heads.csv", result.heads)
+    run.write_csv("components.csv", result.components)
+    ranking = head_ranking(result, max(10, config.top_n), config.rank_by)
+    run.write_csv("head_ranking.csv", ranking)
+    jaccard, membership = head_overlap(result, config.top_n, config.rank_by)
+    run.write_csv("jaccard.csv", jaccard.reset_index(names="task"))
+    run.write_csv("head_membership.csv", membership)
+    other = "diff" if config.rank_by == "logit" else "logit"
+    jaccard_other, membership_other = head_overlap(result, config.top_n, other)
+    run.write_csv(f"jaccard_by_{other}.csv", jaccard_other.reset_index(names="task"))
+    run.write_csv(f"head_membership_by_{other}.csv", membership_other)
+    title = f"{model.name} · {config.task_set} · {len(prompts)} prompts"
+    fig = plot_head_attribution(result, config.rank_by, f"direct logit attribution per head · {title}")
+    run.save_figure("head_attribution", fig)
+    plt.close(fig)
+    ablation = None
+    if modes:
+        ablation, scores = ablation_table(model, prompts, result, config.top_n, config.rank_by, modes,
+                                          config.random_control, config.seed, show_progress)
+        run.write_csv("ablation.csv", ablation)
+        run.write_csv("ablation_scores.csv", scores)
+    fig = plot_overlap_and_ablation(jaccard, ablation, f"top-{config.top_n} heads by {config.rank_by} · {title}")
+    run.save_figure("overlap_ablation", fig)
+    plt.close(fig)
+    # Attention of every task's top heads on one real prompt (offline circuitsvis HTML).
+    prompt = prompts[config.attention_prompt]
+    shown = list(dict.fromkeys(h for t in result.tasks for h in top_heads(result, t, config.top_n, config.rank_by)))
+    run.write_csv("query_attention.csv", query_attention(model, prompt, shown))
+    view = attention_view(model, prompt, shown, config.attention_window or None)
+    run.write_text("attention_top_heads.html", view.local_src)
+    return HeadsRunResult(result, ranking, jaccard, membership, ablation, run.path)
+
+
+def format_heads(result: HeadsRunResult, n: int) -> str:
+    lines = []
+    for task in result.attribution.tasks:
+        sel = result.ranking[(result.ranking["task"] == task) & (result.ranking["rank"] <= n)]
+        lines.append(f"{task:>12}: " + " ".join(sel["head_name"]))
+    lines.append("jaccard:\n" + result.jaccard.to_string(float_format="%.2f"))
+    if result.ablation is not None:
+        lines.append(result.ablation[["ablated", "mode", "task", "prob_base", "prob_ablated", "rel_change"]]
+                     .to_string(index=False, float_format="%.4f"))
+    lines.append(f"max closure error: {result.attribution.closure['error'].max():.2e}")
+    return "\n".join(lines)
+
+
+def _cli_run(args: argparse.Namespace) -> int:
+    config = from_args(HeadAttributionConfig, args)
+    result = run_heads(config)
+    print(format_heads(result, config.top_n))
+    print(f"results: {result.out}")
+    return 0
+
+
+CLI_COMMANDS = [
+    Command(("run", "heads"), "direct logit attribution per head/MLP, top heads per task, overlap, ablation",
+            lambda p: add_dataclass_args(p, HeadAttributionConfig), _cli_run),
+]
