@@ -706,8 +706,14 @@ def _map_layers(best: pd.DataFrame, layer: int, n_layers: int, k: int = 6) -> li
     return sorted(chosen)
 
 
-def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = True) -> TaskVectorResult:
-    """Every step of the analysis (no files written)."""
+def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = True,
+            run: RunDir | None = None) -> TaskVectorResult:
+    """Every step of the analysis (tables also written stage by stage when ``run`` is given)."""
+
+    def write(name: str, frame: pd.DataFrame) -> None:
+        if run is not None:
+            run.write_csv(name, frame)
+
     ts = get_task_set(config.task_set)
     tasks = resolve_tasks(ts, config.tasks)
     modes = parse_modes(config.modes)
@@ -721,6 +727,9 @@ def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = 
     sweep = layer_sweep(model, vectors, queries, modes, layers, eoa, config.max_rows, show_progress)
     summary = summarize_sweep(sweep)
     best = best_layers(summary)
+    write("layer_sweep.csv", sweep)
+    write("layer_sweep_summary.csv", summary)
+    write("best_layers.csv", best)
     layer = analysis_layer(summary) if ("replace", 1.0) in modes else int(best["best_layer"].iloc[0])
 
     skews = [float(s) for s in config.skews.split(",") if s.strip()]
@@ -729,6 +738,9 @@ def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = 
     fits = projection_fits(vectors, targets)
     weights = weights_table(fits, layer)
     proj2d = projection_2d(vectors, targets, _map_layers(best, layer, model.n_layers))
+    write("projection_fits.csv", fits)
+    write("weights_at_layer.csv", weights.assign(layer=layer))
+    write("projection_2d.csv", proj2d)
 
     pair = [t.strip() for t in config.pair.split(",") if t.strip()] or tasks[:2]
     if len(pair) != 2 or any(p not in tasks for p in pair):
@@ -771,14 +783,8 @@ def run_task_vectors(config: TaskVectorConfig, show_progress: bool = True) -> Ta
     model = make_model(config)
     run = RunDir(config.out_dir("task-vectors"), {"analysis": "task-vectors", "config": asdict(config),
                                                   "model": model.describe()}, overwrite=config.overwrite)
-    r = analyse(model, config, show_progress)
+    r = analyse(model, config, show_progress, run)
     save_vectors(r.vectors, run.file("task_vectors.safetensors"), {"model": model.name, "task_set": config.task_set})
-    run.write_csv("layer_sweep.csv", r.sweep)
-    run.write_csv("layer_sweep_summary.csv", r.sweep_summary)
-    run.write_csv("best_layers.csv", r.best)
-    run.write_csv("projection_fits.csv", r.fits)
-    run.write_csv("weights_at_layer.csv", r.weights.assign(layer=r.layer))
-    run.write_csv("projection_2d.csv", r.proj2d)
     run.write_csv("interpolation.csv", r.interp_curves)
     run.write_csv("interpolation_scores.csv", r.interp_scores)
     run.write_json("metrics.json", {"analysis_layer": r.layer, "interpolation": r.interp_summary,
