@@ -304,9 +304,8 @@ CLI_COMMANDS = [
 # calls an analysis's public API and formats its results.
 
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # No matplotlib.use() here: plot_stacked is also called from notebooks (inline backend);
+    # headless runs get Agg from the analysis modules' imports or matplotlib's own fallback.
     import matplotlib.pyplot as plt
 
     return plt
@@ -640,25 +639,152 @@ def section_head_attribution(ctx: ReportContext, opts: HeadAttributionSectionOpt
     return SectionOutput("\n".join(parts), tables)
 
 
-# ------------------------------------------------------------------------------ analyses still landing
+# ------------------------------------------------------------------------------ from scratch
 
-def _pending(module: str) -> Callable[[ReportContext, Any], SectionOutput]:
-    def run(ctx: ReportContext, opts: Any) -> SectionOutput:
-        require_module(module)
-        raise InterpError(f"{module} is installed but this report version has no section for it yet")
-
-    return run
+CHECKPOINTS = Path("checkpoints")
 
 
-for _name, _title, _module, _text in (
-    ("from_scratch", "From-scratch mixture curves", "analyses.from_scratch",
-     "A small transformer trained only on single-task prompts is shown prompts that mix two tasks in proportion d. "
-     "If superposition emerges, each task's answer probability follows d. The authors' logged curves are shown beside ours."),
-    ("scale", "Scale", "analyses.scale",
-     "The paper reports that larger models solve more in-context tasks in parallel (r closer to K) and calibrate "
-     "better (lower KL). This compares r and KL across the model sizes available here."),
-):
-    register_section(_name, _title, _text)(_pending(_module))
+def _existing_dir(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise InterpError(f"{what} {p} does not exist: pass an existing directory")
+    return p
+
+
+def _read_run_table(run: str, name: str, command: str) -> pd.DataFrame:
+    path = _existing_dir(run, "run directory") / name
+    if not path.is_file():
+        raise InterpError(f"run directory {run} has no {name}: pass a directory written by `{command}`")
+    return pd.read_csv(path)
+
+
+def from_scratch_checkpoints(root: Path = CHECKPOINTS / "from-scratch") -> list[Path]:
+    """Shipped from-scratch models: directories holding a ``training_config.json`` (not the scale family)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.rglob("training_config.json") if "scale" not in p.relative_to(root).parts)
+
+
+@dataclass
+class FromScratchSectionOptions:
+    models: str = ""  # comma-separated model dirs (default: every shipped checkpoint under checkpoints/from-scratch)
+    run: str = ""  # show an existing `interp run mixture-curve` run directory instead of computing
+    n_prompts: int = 10  # prompts per share d
+    shares: str = "0,0.2,0.4,0.5,0.6,0.8,1"
+
+
+@register_section("from_scratch", "From-scratch mixture curves",
+                  "Small Llama-style models trained from scratch on prompts that each hold examples of a single task "
+                  "are shown prompts mixing two tasks A and B, a share d of the examples being task A. If task "
+                  "superposition emerges without ever being trained for, P(task A answer) rises with d, P(task B) "
+                  "falls, and little mass goes elsewhere (grey). The dashed line is the authors' logged curve "
+                  "(their run_summaries.json), and their full logged table is shown below ours.",
+                  FromScratchSectionOptions)
+def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) -> SectionOutput:
+    fs = require_module("analyses.from_scratch")
+    from interp.models import load_model
+
+    if opts.run:
+        curve = _read_run_table(opts.run, "curve.csv", "interp run mixture-curve")
+        import json
+
+        run_config = json.loads((Path(opts.run) / "config.json").read_text()) if (Path(opts.run) / "config.json").is_file() else {}
+        curve["task_set"] = run_config.get("task_set", "retrieval")
+    else:
+        dirs = ([_existing_dir(m.strip(), "model directory") for m in opts.models.split(",") if m.strip()]
+                or from_scratch_checkpoints())
+        if not dirs:
+            raise InterpError("no from-scratch checkpoint under checkpoints/from-scratch: train one with `interp train` "
+                              "and pass --set from_scratch.models=DIR")
+        shares = [float(x) for x in opts.shares.split(",") if x.strip()]
+        frames = []
+        for d in progress(dirs, desc="from-scratch models"):
+            cfg = fs.MixtureCurveConfig(model=str(d), shares=shares, n_prompts=opts.n_prompts, seed=ctx.config.seed)
+            task_set, n_examples = fs._resolve(cfg)
+            a, b = fs.DEFAULT_PAIRS[task_set]
+            prompts, design = fs.build_mixture_prompts(task_set, a, b, shares, opts.n_prompts, n_examples,
+                                                       cfg.sampling, ctx.config.seed)
+            result = fs.analyse({d.name: load_model(str(d))}, prompts, design, cfg.end_of_answer, cfg.batch_size,
+                                show_progress=True)
+            frames.append(result.curve.assign(task_set=task_set, task_a=a, task_b=b))
+        curve = pd.concat(frames, ignore_index=True)
+    parts = []
+    for task_set, g in curve.groupby("task_set", sort=False):
+        curves = {label: c.drop(columns=[x for x in ("model", "task_set", "task_a", "task_b") if x in c])
+                  for label, c in g.groupby("model", sort=False)}
+        parts.append(_fig_html(fs.plot_curves(curves, f"{task_set}: mixture curves (ours) vs the authors' log", task_set),
+                               "stack: P(task A), P(task B), other; dashed: the authors' logged P(task A)"))
+    paper = fs.PAPER_COPY_CURVE.rename(columns={"p_a": "copy: P(t0)", "other": "copy: other"}).merge(
+        fs.PAPER_BIAS_ADD_CURVE.rename(columns={"p_a": "bias_add_simple: P(t0)"}), on="d")
+    ours = curve[[c for c in ("model", "d", "p_a", "p_b", "other", "n_prompts") if c in curve]]
+    parts.append('<div class="side-by-side"><div><h3>Ours</h3>' + table_html(ours, 60, csv_name="from_scratch-curve.csv")
+                 + "</div><div><h3>The authors' logged results</h3>"
+                 + table_html(paper, csv_name="from_scratch-paper_logged.csv")
+                 + '<p class="meta">Source: the authors\' <code>run_summaries.json</code> (icl-pretraining); '
+                   "mean P(task-0 answer) per share d; d = 0 and 1 put ≥ 0.9999 on the single in-context task.</p>"
+                   "</div></div>")
+    return SectionOutput("\n".join(parts), {"curve": curve, "paper_logged": paper})
+
+
+# ------------------------------------------------------------------------------ scale
+
+@dataclass
+class ScaleSectionOptions:
+    models: str = ""  # comma-separated specs (default: the shipped checkpoints/from-scratch/scale family)
+    run: str = ""  # show an existing `interp run scale` run directory instead of computing
+    task_set: str = "bias-add"
+    max_tasks: int = 4
+    n_prompts: int = 6  # prompts per K
+    n_examples: int = 20
+    num_beams: int = 4
+
+
+@register_section("scale", "Scale",
+                  "The paper reports that larger models solve more in-context tasks in parallel and calibrate better. "
+                  "For K tasks mixed uniformly in context, r is how many of the K answers are among the model's K most "
+                  "likely complete outputs (r/K = 1 is perfect) and KL compares the in-context mix with the answer "
+                  "probabilities (lower is better calibrated). Each line is one K; the x axis is the parameter count. "
+                  "The paper's numbers (Qwen1.5 family) are not available to us, so none are shown.",
+                  ScaleSectionOptions)
+def section_scale(ctx: ReportContext, opts: ScaleSectionOptions) -> SectionOutput:
+    sc = require_module("analyses.scale")
+    from interp.models import load_model
+
+    if opts.run:
+        summary = _read_run_table(opts.run, "summary.csv", "interp run scale")
+        title = f"scale (from {opts.run})"
+    else:
+        specs = [m.strip() for m in opts.models.split(",") if m.strip()]
+        if not specs:
+            root = CHECKPOINTS / "from-scratch" / "scale"
+            specs = [str(p.parent) for p in sorted(root.glob("*/config.json"))] if root.is_dir() else []
+        if not specs:
+            raise InterpError("no scale checkpoints under checkpoints/from-scratch/scale: pass --set scale.models=A,B,...")
+        config = sc.ScaleConfig(models=specs, task_set=opts.task_set, max_tasks=opts.max_tasks, n_prompts=opts.n_prompts,
+                                n_examples=opts.n_examples, num_beams=opts.num_beams, seed=ctx.config.seed)
+        pool = get_task_names(opts.task_set)
+        ks = list(range(config.min_tasks, min(opts.max_tasks, len(pool)) + 1))
+        prompts, design = sc.build_scale_prompts(opts.task_set, ks, opts.n_prompts, opts.n_examples, None, ctx.config.seed)
+        tables = []
+        for spec in progress(specs, desc="scale models"):
+            model = load_model(spec)
+            table = sc.analyse_model(model, prompts, design, config, show_progress=True)
+            table.insert(0, "n_params", model.n_params)
+            table.insert(0, "model", Path(spec).name)
+            tables.append(table)
+            del model
+        summary = sc.summarize(pd.concat(tables, ignore_index=True))
+        title = f"{opts.task_set}: {opts.n_prompts} prompts per K, {opts.n_examples} examples"
+    html_out = (_fig_html(sc.plot_scale(summary, title), "r/K and KL against parameters, one line per K")
+                + table_html(summary, csv_name="scale-summary.csv"))
+    return SectionOutput(html_out, {"summary": summary})
+
+
+def get_task_names(task_set: str) -> list[str]:
+    from interp.tasks import get_task_set
+
+    return get_task_set(task_set).task_names
+
 
 # Page order (sections register in code order; this keeps the page's reading order explicit).
 _ORDER = ("setup", "superposition", "logit_lens", "head_attribution", "task_vectors", "from_scratch", "scale")
