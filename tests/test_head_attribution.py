@@ -84,8 +84,9 @@ def test_dla_of_one_head_by_hand(tiny_llama) -> None:  # noqa: ANN001
     norm = tiny_llama.hf_model.model.norm
     scale = torch.sqrt(resid.pow(2).mean() + norm.variance_epsilon)
     W_U = tiny_llama.hf_model.lm_head.weight.detach()  # [vocab, d]
+    norm_w = norm.weight.detach()
     row = result.attributions[(result.attributions["component"] == "L1H2")].iloc[0]
-    logits_dir = (out / scale * norm.weight) @ W_U.T
+    logits_dir = (out / scale * norm_w) @ W_U.T
     expected = float(logits_dir[row["token"]] - logits_dir.mean())
     assert abs(row["logit_attr"] - expected) < 1e-5
 
