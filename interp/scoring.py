@@ -109,31 +109,54 @@ def continuation_logprobs(
     """Per-token log-probs of each continuation given its prompt's cached keys/values.
 
     ``row_prompt[r]`` is the batch index of the prompt continued by ``continuations[r]``.
+    All continuations of one prompt are packed into a single row with a block ("tree")
+    attention mask — each continuation sees the prompt and its own earlier tokens only — so
+    the prompt's cache is never copied per answer.
     """
     device = model.device
+    batch, prompt_width = mask.shape
     rows = torch.tensor(row_prompt, dtype=torch.long, device=device)
     first_lp = torch.log_softmax(last_logits, dim=-1).index_select(0, rows)  # [R, vocab]
-    width = max(len(c) for c in continuations)
     result = [[float(first_lp[r, c[0]])] for r, c in enumerate(continuations)]
-    if width == 1:
-        return result
-    # Feed all but the last token of each continuation (right-padded) over the prompt cache.
-    feed = torch.full((len(continuations), width - 1), _pad_id(model), dtype=torch.long)
+
+    # Pack all but the last token of every continuation, per prompt.
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    offsets: list[list[int]] = [[] for _ in range(batch)]  # position within its continuation
+    owners: list[list[int]] = [[] for _ in range(batch)]  # which continuation a token belongs to
+    where: dict[tuple[int, int], tuple[int, int]] = {}  # (row r, t) -> (prompt b, packed index)
     for r, c in enumerate(continuations):
-        if len(c) > 1:
-            feed[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-    feed = feed.to(device)
-    prompt_mask = mask.index_select(0, rows)
-    full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
-    start = prompt_mask.sum(-1, keepdim=True)  # next position index per row
-    position_ids = start + torch.arange(width - 1, device=device)[None, :]
-    cache = select_cache(kv, rows)
-    logits = model.hf_model(input_ids=feed, attention_mask=full_mask, position_ids=position_ids,
-                            past_key_values=cache, use_cache=True).logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
+        b = row_prompt[r]
+        for t, tok in enumerate(c[:-1]):
+            where[(r, t)] = (b, len(tokens[b]))
+            tokens[b].append(tok)
+            offsets[b].append(t)
+            owners[b].append(r)
+    width = max(len(t) for t in tokens)
+    if width == 0:
+        return result
+
+    feed = torch.full((batch, width), _pad_id(model), dtype=torch.long)
+    offset = torch.zeros((batch, width), dtype=torch.long)
+    owner = torch.full((batch, width), -1, dtype=torch.long)
+    for b in range(batch):
+        n = len(tokens[b])
+        feed[b, :n] = torch.tensor(tokens[b], dtype=torch.long)
+        offset[b, :n] = torch.tensor(offsets[b], dtype=torch.long)
+        owner[b, :n] = torch.tensor(owners[b], dtype=torch.long)
+    same = (owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
+    same |= torch.eye(width, dtype=torch.bool)[None]  # padding slots attend to themselves (no empty rows)
+    allowed = torch.cat([mask.bool().cpu()[:, None, :].expand(batch, width, prompt_width), same], dim=-1)
+    dtype = model.dtype
+    additive = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    position_ids = mask.sum(-1, keepdim=True).cpu() + offset
+    cache = DynamicCache([(k, v) for k, v in kv])
+    logits = model.hf_model(input_ids=feed.to(device), attention_mask=additive[:, None].to(device),
+                            position_ids=position_ids.to(device), past_key_values=cache, use_cache=True).logits
+    logp = torch.log_softmax(logits.float(), dim=-1)
     for r, c in enumerate(continuations):
         for t in range(1, len(c)):
-            result[r].append(float(logp[r, t - 1, c[t]]))
+            b, j = where[(r, t - 1)]
+            result[r].append(float(logp[b, j, c[t]]))
     return result
 
 
