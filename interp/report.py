@@ -282,6 +282,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, ReportConfig)
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="SECTION.OPTION=VALUE",
                         help="a section option, e.g. superposition.num_beams=5 (repeatable)")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "sections and their options (--set SECTION.OPTION=VALUE):\n" + "\n".join(
+        f"  {s.name:<17} " + (", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(s.options))
+                              if s.options else "(no options)") for s in SECTIONS.values())
 
 
 def _cli_run(args: argparse.Namespace) -> int:
@@ -295,7 +299,7 @@ def _cli_run(args: argparse.Namespace) -> int:
 
 
 CLI_COMMANDS = [
-    Command(("report",), "build a self-contained offline HTML report (index.html + CSV tables)", _add_arguments, _cli_run),
+    Command(("report",), "build a self-contained offline HTML report with CSV tables", _add_arguments, _cli_run),
 ]
 
 
@@ -402,7 +406,7 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
     tables: dict[str, pd.DataFrame] = {}
     metric_rows = []
     summaries = []
-    for task_set in cfg.task_set_list():
+    for task_set in progress(cfg.task_set_list(), desc="superposition task sets"):
         sc = SuperpositionConfig(model=cfg.model, task_set=task_set, n_prompts=cfg.n_prompts, seed=cfg.seed,
                                  examples_per_task=opts.examples_per_task or None, device=cfg.device, dtype=cfg.dtype,
                                  topk=opts.topk, num_beams=opts.num_beams, max_new_tokens=opts.max_new_tokens)
@@ -460,7 +464,7 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
     parts: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
     entries = []
-    for task_set in task_sets:
+    for task_set in progress(task_sets, desc="logit lens task sets"):
         prompts = make_prompts(ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts,
                                                 seed=ctx.config.seed))
         table = logit_lens_mod.logit_lens(model, prompts, controls=opts.controls, task_set=task_set,

@@ -132,7 +132,7 @@ def test_help_lists_every_command_with_one_line(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
-    assert re.search(r"^\s+report\s+build a self-contained offline HTML report", text, flags=re.M)
+    assert re.search(r"^\s+report\s+build a self-contained offline HTML report with CSV tables$", text, flags=re.M)
 
 
 def test_circuitsvis_views_share_one_bundle():
