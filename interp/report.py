@@ -476,6 +476,7 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
         parts.append(f"<h3>{esc(task_set)}</h3>" + _fig_html(fig)
                      + table_html(entry, csv_name="logit_lens-entry_layers.csv"))
     entry_all = pd.concat(entries, ignore_index=True)
+    parts.insert(0, note("We hold no paper figure or logged numbers for this analysis, so only ours are shown."))
     return SectionOutput("\n".join(parts), {"entry_layers": entry_all, **tables})
 
 
@@ -525,7 +526,10 @@ def section_task_vectors(ctx: ReportContext, opts: TaskVectorSectionOptions) -> 
                   f"interpolation {a} → {b}: task vectors vs real in-context mixes"),
     ]
     summary = pd.DataFrame([{k: v for k, v in r.interp_summary.items() if not isinstance(v, dict)}])
-    html_out = ("".join(figs) + "<h3>Best layers</h3>" + table_html(r.best, csv_name="task_vectors-best_layers.csv")
+    html_out = (note("The paper's task-vector numbers (best layers, LDA maps, interpolation probabilities) are not "
+                     "available to us, so none are shown; the authors' exploration notebook patched mid-depth layers "
+                     "(about 14-16 of 32) of Llama-3-8B / Qwen-7B.")
+                + "".join(figs) + "<h3>Best layers</h3>" + table_html(r.best, csv_name="task_vectors-best_layers.csv")
                 + f"<h3>Weights at layer {r.layer}</h3>" + table_html(r.weights, csv_name="task_vectors-weights.csv")
                 + "<h3>Interpolation summary</h3>" + table_html(summary, csv_name="task_vectors-interpolation_summary.csv"))
     return SectionOutput(html_out, {"best_layers": r.best, "weights": r.weights.assign(layer=r.layer),
@@ -673,6 +677,7 @@ def from_scratch_checkpoints(root: Path = CHECKPOINTS / "from-scratch") -> list[
 class FromScratchSectionOptions:
     models: str = ""  # comma-separated model dirs (default: every shipped checkpoint under checkpoints/from-scratch)
     run: str = ""  # show an existing `interp run mixture-curve` run directory instead of computing
+    task_set: str = ""  # retrieval or bias-add (default: each model's training task set)
     n_prompts: int = 10  # prompts per share d
     shares: str = "0,0.2,0.4,0.5,0.6,0.8,1"
 
@@ -703,7 +708,8 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
         shares = [float(x) for x in opts.shares.split(",") if x.strip()]
         frames = []
         for d in progress(dirs, desc="from-scratch models"):
-            cfg = fs.MixtureCurveConfig(model=str(d), shares=shares, n_prompts=opts.n_prompts, seed=ctx.config.seed)
+            cfg = fs.MixtureCurveConfig(model=str(d), task_set=opts.task_set, shares=shares, n_prompts=opts.n_prompts,
+                                        seed=ctx.config.seed)
             task_set, n_examples = fs._resolve(cfg)
             a, b = fs.DEFAULT_PAIRS[task_set]
             prompts, design = fs.build_mixture_prompts(task_set, a, b, shares, opts.n_prompts, n_examples,

@@ -154,3 +154,30 @@ def test_circuitsvis_views_share_one_bundle():
     no_cv = Page("t")
     no_cv.add("plain", "<p>hi</p>")
     assert "CircuitsVis" not in no_cv.render()
+
+
+def test_from_scratch_section_shows_the_authors_log_beside_ours(tmp_path):
+    from interp.models import resolve_model_dir
+
+    tiny_dir = resolve_model_dir("tiny-llama")  # a char-tokenizer model stands in for a trained checkpoint
+    result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="from_scratch",
+                                       options=[f"from_scratch.models={tiny_dir}", "from_scratch.task_set=retrieval",
+                                                "from_scratch.n_prompts=2", "from_scratch.shares=0,0.5,1"]), **QUIET)
+    assert result.failed == {}
+    curve = pd.read_csv(tmp_path / "from_scratch-curve.csv")
+    assert sorted(curve["d"]) == [0.0, 0.5, 1.0]
+    assert ((curve["p_a"] + curve["p_b"] + curve["other"]).round(6) == 1).all()
+    paper = pd.read_csv(tmp_path / "from_scratch-paper_logged.csv")
+    assert paper.loc[paper["d"] == 0.5, "copy: P(t0)"].item() == pytest.approx(0.489)
+    html = result.index.read_text()
+    assert "The authors&#x27; logged results" in html or "The authors' logged results" in html
+
+
+def test_run_directory_that_does_not_exist(tmp_path):
+    lines: list[str] = []
+    result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,from_scratch,scale",
+                                       options=[f"from_scratch.run={tmp_path / 'nope'}", f"scale.run={tmp_path / 'nope2'}"]),
+                          show_progress=False, log=lines.append)
+    assert result.failed == {"from_scratch": f"run directory {tmp_path / 'nope'} does not exist: pass an existing directory",
+                             "scale": f"run directory {tmp_path / 'nope2'} does not exist: pass an existing directory"}
+    assert len(lines) == 2 and (tmp_path / "setup-setup.csv").exists()
