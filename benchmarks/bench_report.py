@@ -74,12 +74,13 @@ def main() -> int:
         if report_json.exists():
             meta = json.loads(report_json.read_text())
             results[name]["sections_s"] = {k: round(v, 1) for k, v in meta["timings_s"].items()}
+            results[name]["sections_cpu_s"] = {k: round(v, 1) for k, v in meta.get("cpu_s", {}).items()}
             results[name]["failed_sections"] = meta["failed"]
         r = results[name]
         print(f"{name:>5}: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
               f"exit {r['exit']}  (load avg before: {r['load_avg_1m_before']})")
         for section, seconds in r.get("sections_s", {}).items():
-            print(f"         {section:<18} {seconds:7.1f} s")
+            print(f"         {section:<18} {seconds:7.1f} s wall  {r['sections_cpu_s'].get(section, float('nan')):7.1f} s cpu")
         if r.get("failed_sections"):
             print(f"         failed: {r['failed_sections']}")
     print(f"report: {work / 'report' / 'index.html'}  (nproc={os.cpu_count()})")

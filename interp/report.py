@@ -239,10 +239,11 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
                       f"sections: {esc(', '.join(names))} · tables are CSV files beside this page</p>")
     failed: dict[str, str] = {}
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds per section: comparable across runs on a busy machine
     written: list[Path] = []
     for name in progress(names, desc="report sections", disable=not show_progress):
         section = SECTIONS[name]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         body = f'<p class="explain">{esc(section.explanation)}</p>'
         try:
             opts = _parse_options(section.options, name, options.get(name, {}))
@@ -270,8 +271,9 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
             log(f"section {name} failed: {reason}")
             page.add(section.title, body + failure_box(reason), anchor=name, failed=True)
         timings[name] = time.perf_counter() - start
+        cpu[name] = time.process_time() - cpu_start
     index = page.write(out / "index.html")
-    run.write_json("report.json", {"sections": names, "failed": failed, "timings_s": timings,
+    run.write_json("report.json", {"sections": names, "failed": failed, "timings_s": timings, "cpu_s": cpu,
                                    "tables": [p.name for p in written]})
     return ReportResult(index, failed, timings, written)
 
