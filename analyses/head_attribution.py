@@ -434,8 +434,11 @@ def ablation_table(model: LoadedModel, prompts: Sequence[Prompt], result: HeadAt
 
     Returns:
         ``table``: one row per (ablated set, mode, measured task): ``ablated, mode, heads, task,
-        prob_base, prob_ablated, delta_prob, rel_change, delta_logprob`` (means over prompts;
-        ``rel_change`` = mean ablated / mean base - 1);
+        prob_base, prob_ablated, delta_prob, rel_change, delta_logprob, specificity`` (means over
+        prompts; ``rel_change`` = mean ablated / mean base - 1, dominated by the prompts with the
+        largest probabilities; ``delta_logprob`` = mean per-prompt change of log P, robust to that;
+        ``specificity`` = mean Δlog P of the other tasks minus that of the ablated set's own task,
+        positive when the ablation hurts its own task most);
         ``scores``: the per-prompt scores of every condition (``ablated, mode`` columns added).
     """
     base = score_prompts(model, prompts, show_progress=show_progress).assign(ablated="none", mode="none", heads="")
@@ -463,7 +466,15 @@ def ablation_table(model: LoadedModel, prompts: Sequence[Prompt], result: HeadAt
                          "delta_prob": (a["prob"] - b["prob"]).mean(),
                          "rel_change": a["prob"].mean() / max(b["prob"].mean(), 1e-30) - 1,
                          "delta_logprob": (a["logprob"] - b["logprob"]).mean()})
-    return pd.DataFrame(rows), scores
+    table = pd.DataFrame(rows)
+    # Specificity: how much more the ablated set lowers its own task than the other tasks (nats).
+    table["specificity"] = np.nan
+    for (name, _mode), g in table.groupby(["ablated", "mode"], sort=False):
+        if name in result.tasks and len(g) > 1:
+            own = float(g.loc[g["task"] == name, "delta_logprob"].iloc[0])
+            others = float(g.loc[g["task"] != name, "delta_logprob"].mean())
+            table.loc[g.index, "specificity"] = others - own
+    return table, scores
 
 
 # ----------------------------------------------------------------------------- attention (circuitsvis)
@@ -524,14 +535,18 @@ def attention_view(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], wi
 
 
 def query_attention(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], top: int = 5) -> pd.DataFrame:
-    """Where each head looks from the query: its ``top`` source tokens and weights (a text summary)."""
+    """Where each head looks from the query: its ``top`` source tokens, whether they lie on the
+    query's own line or in the examples, and their weights (a text summary of the pattern)."""
     pattern, tokens, names = head_attention(model, prompt, heads)
     q = token_positions(model, prompt, "query")[0]
+    # The query line starts after the last newline before the query position.
+    line_start = max((i + 1 for i, t in enumerate(tokens[:q]) if "\n" in t), default=0)
     rows = []
     for i, name in enumerate(names):
         w, idx = pattern[i, q].topk(min(top, pattern.shape[-1]))
         for r, (wi, j) in enumerate(zip(w.tolist(), idx.tolist()), 1):
-            rows.append({"head_name": name, "rank": r, "src_pos": j, "src_token": tokens[j], "weight": wi})
+            rows.append({"head_name": name, "rank": r, "src_pos": j, "src_token": tokens[j],
+                         "src_role": "query line" if j >= line_start else "examples", "weight": wi})
     return pd.DataFrame(rows)
 
 
@@ -565,10 +580,10 @@ def plot_head_attribution(result: HeadAttributionResult | pd.DataFrame, by: str 
 
 
 def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | None, title: str = "") -> plt.Figure:
-    """Left: Jaccard overlap of the tasks' top heads. Right (per mode): relative change of each task's
-    mean answer probability (columns) when a task's top heads are ablated (rows)."""
+    """Left: Jaccard overlap of the tasks' top heads. Right (per mode): mean change of each task's
+    answer log-probability (columns; nats, per prompt then averaged) when a set of heads is ablated (rows)."""
     modes = [] if ablation is None or ablation.empty else list(dict.fromkeys(ablation["mode"]))
-    fig, axes = plt.subplots(1, 1 + len(modes), figsize=(3.6 + 3.8 * len(modes), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, 1 + len(modes), figsize=(3.6 + 3.9 * len(modes), 3.3), squeeze=False)
     ax = axes[0][0]
     ax.imshow(jaccard.to_numpy(), vmin=0, vmax=1, cmap="Blues")
     tasks = list(jaccard.columns)
@@ -581,15 +596,16 @@ def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | No
     for ax, mode in zip(axes[0][1:], modes):
         sel = ablation[ablation["mode"] == mode]
         rows = list(dict.fromkeys(sel["ablated"]))
-        grid = np.array([[float(sel[(sel["ablated"] == r) & (sel["task"] == t)]["rel_change"].iloc[0]) for t in tasks]
-                         for r in rows])
-        ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        grid = np.array([[float(sel[(sel["ablated"] == r) & (sel["task"] == t)]["delta_logprob"].iloc[0])
+                          for t in tasks] for r in rows])
+        lim = max(1.0, float(np.nanmax(np.abs(grid))))
+        ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, fontsize=7)
         ax.set_yticks(range(len(rows)), [f"ablate {r}" for r in rows], fontsize=7)
         for i in range(len(rows)):
             for j in range(len(tasks)):
                 ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
-        ax.set_title(f"{mode}-ablation: relative change of P(answer)", fontsize=9)
+        ax.set_title(f"{mode}-ablation: mean Δ log P(answer)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -674,7 +690,8 @@ def format_heads(result: HeadsRunResult, n: int) -> str:
         lines.append(f"{task:>12}: " + " ".join(sel["head_name"]))
     lines.append("jaccard:\n" + result.jaccard.to_string(float_format="%.2f"))
     if result.ablation is not None:
-        lines.append(result.ablation[["ablated", "mode", "task", "prob_base", "prob_ablated", "rel_change"]]
+        lines.append(result.ablation[["ablated", "mode", "task", "prob_base", "prob_ablated", "rel_change",
+                                      "delta_logprob"]]
                      .to_string(index=False, float_format="%.4f"))
     lines.append(f"max closure error: {result.attribution.closure['error'].max():.2e}")
     return "\n".join(lines)

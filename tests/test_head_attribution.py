@@ -20,6 +20,7 @@ from analyses.head_attribution import (
     head_ranking,
     output_weights,
     parse_head,
+    query_attention,
     random_heads,
     run_heads,
     top_heads,
@@ -196,6 +197,19 @@ def test_head_attention_for_circuitsvis(tiny_model) -> None:  # noqa: ANN001
     assert "L1H2" in html and "<script" in html
 
 
+def test_query_attention_summary(tiny_llama) -> None:  # noqa: ANN001
+    prompt = _prompts(n=1)[0]
+    pattern, tokens, _ = head_attention(tiny_llama, prompt, [(1, 2)])
+    qa = query_attention(tiny_llama, prompt, [(1, 2)], top=4)
+    expected = pattern[0, -1].topk(4)
+    assert qa["src_pos"].tolist() == expected.indices.tolist()
+    assert np.allclose(qa["weight"], expected.values.numpy())
+    line_start = len(tokens) - len(prompt.query + prompt.separator)  # char tokens: one per character
+    for row in qa.itertuples():
+        assert row.src_role == ("query line" if row.src_pos >= line_start else "examples")
+        assert row.src_token == tokens[row.src_pos]
+
+
 def test_run_heads_writes_outputs(tmp_path) -> None:  # noqa: ANN001
     cfg = HeadAttributionConfig(model="tiny-qwen2", task_set="country", n_prompts=2, examples_per_task=2,
                                 top_n=2, out=str(tmp_path / "run"))
@@ -208,6 +222,11 @@ def test_run_heads_writes_outputs(tmp_path) -> None:  # noqa: ANN001
     assert set(ablation["ablated"]) == {"capital", "continent", "upper", "random"}
     assert set(ablation["mode"]) == {"mean", "zero"}
     assert len(ablation) == 4 * 2 * 3
+    own = ablation[ablation["ablated"] != "random"]
+    assert own["specificity"].notna().all() and ablation[ablation["ablated"] == "random"]["specificity"].isna().all()
+    row = own[(own["mode"] == "mean") & (own["ablated"] == "capital")]
+    expected = row[row["task"] != "capital"]["delta_logprob"].mean() - row[row["task"] == "capital"]["delta_logprob"].iloc[0]
+    assert np.isclose(row["specificity"].iloc[0], expected)
     with pytest.raises(InterpError):
         run_heads(HeadAttributionConfig(model="tiny-qwen2", rank_by="size", out=str(tmp_path / "x")))
 
