@@ -140,6 +140,12 @@ def resolve_tasks(task_set: TaskSet, text: str) -> list[str]:
 # ---------------------------------------------------------------------------- prompts
 
 
+def _sampling(task_set: TaskSet) -> dict[str, bool]:
+    """Tiny input spaces (``bias-add``: 10 digits) need repeated inputs, as in ``make_prompts``."""
+    tiny = len(task_set.inputs()) < 100
+    return {"with_replacement": tiny, "allow_query_in_examples": tiny}
+
+
 def zero_shot_queries(task_set: TaskSet, tasks: Sequence[str], n: int, seed: int,
                       separator: str | None = None) -> list[Prompt]:
     """The paper's zero-shot queries ``\\n{input}{sep}`` with an answer per task (all distinct)."""
@@ -210,7 +216,7 @@ def extract_task_vectors(model: LoadedModel, task_set: TaskSet, tasks: Sequence[
     per_task = []
     for t in tasks:
         prompts = build_prompts(task_set, mixture={t: 1.0}, n_prompts=n_prompts, n_examples=n_ex, seed=seed,
-                                separator=separator)
+                                separator=separator, **_sampling(task_set))
         per_task.append(separator_states(model, prompts, layers, show_progress))
     per_prompt = torch.stack(per_task)
     return TaskVectors(list(tasks), layers, per_prompt.mean(1), per_prompt)
@@ -394,7 +400,7 @@ def projection_targets(model: LoadedModel, task_set: TaskSet, tasks: Sequence[st
     targets: list[ProjectionTarget] = []
     for label, mix in default_mixtures(tasks, skews):
         prompts = build_prompts(task_set, mixture=mix, n_prompts=n_prompts, n_examples=n_ex, seed=seed,
-                                separator=separator)
+                                separator=separator, **_sampling(task_set))
         states = separator_states(model, prompts, show_progress=show_progress)
         active = [t for t in tasks if mix.get(t, 0) > 0]
         cands = {"all": tasks} if len(active) == 1 else {"mix": active, "all": tasks}
@@ -406,7 +412,7 @@ def projection_targets(model: LoadedModel, task_set: TaskSet, tasks: Sequence[st
     pure = {t.label: t for t in targets if t.kind == "pure"}
     for a, b in itertools.combinations(tasks, 2):
         prompts = build_prompts(rand_ts, mixture={f"rand_{a}": 0.5, f"rand_{b}": 0.5}, n_prompts=n_prompts,
-                                n_examples=n_ex, seed=seed, separator=separator)
+                                n_examples=n_ex, seed=seed, separator=separator, **_sampling(task_set))
         states = separator_states(model, prompts, show_progress=show_progress)
         targets.append(ProjectionTarget(f"rand({a}+{b})", "random_answers", {t: 0.0 for t in tasks}, states,
                                         {"mix": [a, b], "all": tasks}))
@@ -522,7 +528,7 @@ def icl_mixing(model: LoadedModel, task_set: TaskSet, task_a: str, task_b: str, 
     frames = []
     for lam in lambdas:
         prompts = build_prompts(task_set, mixture={task_a: 1 - float(lam), task_b: float(lam)}, n_prompts=n_prompts,
-                                n_examples=n_ex, seed=seed, separator=separator)
+                                n_examples=n_ex, seed=seed, separator=separator, **_sampling(task_set))
         s = score_prompts(model, prompts, end_of_answer=end_of_answer, show_progress=show_progress)
         s["lam"] = float(lam)
         s["actual_lam"] = prompts[0].shares[task_b]

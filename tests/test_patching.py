@@ -89,3 +89,19 @@ def test_bad_patches_raise(model):
         patched_logprobs(model, ids, [[1]], [Patch(0, torch.zeros(model.d_model + 1))])
     with pytest.raises(InterpError):
         Patch(0, torch.zeros(model.d_model), mode="swap")
+
+
+@pytest.mark.integration
+def test_smollm2_prefix_reuse_equals_full_forward():
+    m = load_model("smollm2-135m")
+    ids = m.encode_prompt("\nKenya->")
+    answers = [m.encode_continuation("Nairobi"), m.encode_continuation("Africa")]
+    gen = torch.Generator().manual_seed(0)
+    patches = [None] + [Patch(layer, torch.randn(m.d_model, generator=gen) * 3, mode)
+                        for layer, mode in ((0, "replace"), (14, "add"), (29, "replace"))]
+    conts = [answers[i % 2] for i in range(len(patches))]
+    fast = patched_logprobs(m, ids, conts, patches)
+    ref = patched_logprobs_full(m, ids, conts, patches)
+    for a, b in zip(fast, ref):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=5e-4)
+    assert abs(sum(fast[3]) - sum(fast[0])) > 0.1  # the last-layer replacement does change the answer
