@@ -99,7 +99,8 @@ def test_smollm2_prefix_reuse_equals_full_forward():
     gen = torch.Generator().manual_seed(0)
     patches = [None] + [Patch(layer, torch.randn(m.d_model, generator=gen) * 3, mode)
                         for layer, mode in ((0, "replace"), (14, "add"), (29, "replace"))]
-    conts = [answers[i % 2] for i in range(len(patches))]
+    patches.append(Patch(14, torch.randn(m.d_model, generator=gen), "replace"))
+    conts = [answers[0]] * 4 + [answers[1]]  # two answer lengths in one batch
     fast = patched_logprobs(m, ids, conts, patches)
     ref = patched_logprobs_full(m, ids, conts, patches)
     for a, b in zip(fast, ref):
