@@ -327,6 +327,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, TrainConfig)
     parser.add_argument("--eval-prompts", type=int, default=50,
                         help="prompts per d for the mixture-curve evaluation after training (0 = skip)")
+    parser.add_argument("--ship", default="",
+                        help="also copy the trained model (with training_config.json and eval_summary.json) to this dir, "
+                             "e.g. checkpoints/from-scratch/retrieval-L3-d64-h4")
 
 
 def _cli_train(args: argparse.Namespace) -> int:
@@ -350,7 +353,25 @@ def _cli_train(args: argparse.Namespace) -> int:
         curve = pd.DataFrame(summary["curve"])
         print(curve.to_string(index=False, float_format="%.3f"))
         print(f"acceptance: {summary['acceptance']}")
+    if args.ship:
+        ship_model(result.model_dir, Path(args.ship))
+        print(f"shipped -> {args.ship}")
     return 0
+
+
+SHIP_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "training_config.json", "eval_summary.json")
+
+
+def ship_model(model_dir: Path, dest: Path) -> Path:
+    """Copy a trained model dir's files (weights, config, tokenizer, training info, evaluation) to ``dest``."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SHIP_FILES:
+        if (model_dir / name).exists():
+            shutil.copy2(model_dir / name, dest / name)
+    return dest
 
 
 CLI_COMMANDS = [

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import string
@@ -89,6 +88,12 @@ class TrainConfig:
     d_model: int = field(default=128, metadata=_help("model width"))
     n_heads: int = field(default=4, metadata=_help("attention heads (d_head = d_model / n_heads)"))
     d_mlp: int = field(default=0, metadata=_help("MLP width (0 = 4 * d_model)"))
+    tie_embeddings: bool = field(default=False, metadata=_help(
+        "share the input embedding and the unembedding (LlamaConfig.tie_word_embeddings)"))
+    rope_theta: float = field(default=10000.0, metadata=_help(
+        "RoPE base (LlamaConfig.rope_theta); a small base gives more high-frequency pairs for local positions"))
+    init_std: float = field(default=0.02, metadata=_help(
+        "std of the normal weight init (LlamaConfig.initializer_range; HF default 0.02)"))
     n_examples: int = field(default=30, metadata=_help("in-context examples per training prompt"))
     batch_size: int = field(default=32, metadata=_help("prompts per optimizer step"))
     max_steps: int = field(default=3000, metadata=_help("optimizer steps"))
@@ -241,12 +246,13 @@ def build_model(config: TrainConfig) -> Any:
         num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_heads,
         max_position_embeddings=2048,
-        rope_theta=10000.0,
+        rope_theta=config.rope_theta,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=config.tie_embeddings,
         rms_norm_eps=1e-5,
+        initializer_range=config.init_std,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -313,7 +319,8 @@ def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimize
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    # clone(): tied embeddings share storage, which safetensors refuses to save twice.
+    save_file({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _optimizer_to_safetensors(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     rng: dict[str, Tensor] = {"data": batcher.generator.get_state(), "torch_cpu": torch.get_rng_state()}
@@ -431,6 +438,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     model.train()
     start_time = time.time() - state["elapsed"]
     session_start = time.time()
+    # Process CPU time as well as wall time: on a shared machine wall time depends on the load.
+    cpu_start, cpu_before = time.process_time(), float(state.get("cpu_seconds", 0.0))
     step = state["step"]
     history: list[dict[str, float]] = state["history"]
     running: list[float] = []
@@ -453,7 +462,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         done = step + 1
         if done % config.log_every == 0 or done == config.max_steps:
             mean = float(np.mean(running))
-            history.append({"step": done, "loss": mean, "lr": lr, "elapsed_s": round(time.time() - start_time, 2)})
+            history.append({"step": done, "loss": mean, "lr": lr, "elapsed_s": round(time.time() - start_time, 2),
+                            "cpu_s": round(cpu_before + time.process_time() - cpu_start, 2)})
             running = []
             with open(out / "log.csv", "a") as fh:  # plain-text log, readable while training runs
                 fh.write(f"{done},{mean:.5f},{lr:.3e},{history[-1]['elapsed_s']}\n")
@@ -463,7 +473,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         out_of_time = out_of_time or done == config.stop_at_step
         if done % config.checkpoint_every == 0 or done == config.max_steps or out_of_time:
             save_checkpoint(ckpt_dir, model, optimizer, batcher,
-                            {"step": done, "history": history, "elapsed": time.time() - start_time})
+                            {"step": done, "history": history, "elapsed": time.time() - start_time,
+                             "cpu_seconds": cpu_before + time.process_time() - cpu_start})
         if out_of_time and done < config.max_steps:
             finished = False
             step = done
@@ -483,6 +494,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         "finished": finished,
         "final_loss": final_loss,
         "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu_before + time.process_time() - cpu_start, 1),
         "n_params": n_params,
         "torch_threads": torch.get_num_threads(),
         "device": device,
@@ -496,6 +508,20 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     return TrainResult(config, model_dir, out, step, final_loss, wall, n_params, history, finished)
 
 
-def env_threads() -> int:
-    """Torch threads to use by default: ``INTERP_TRAIN_THREADS`` or torch's own default."""
-    return int(os.environ.get("INTERP_TRAIN_THREADS", "0"))
+def export_checkpoint(run_dir: str | Path, dest: str | Path | None = None) -> Path:
+    """Turn ``<run_dir>/checkpoint`` (e.g. of a run still training) into a HF model dir to evaluate."""
+    run_dir = Path(run_dir)
+    state_path = run_dir / "checkpoint" / "state.json"
+    if not state_path.exists():
+        raise InterpError(f"{run_dir} has no checkpoint yet: wait for the first --checkpoint-every steps")
+    config = TrainConfig(**json.loads((run_dir / "train_config.json").read_text()))
+    state = json.loads(state_path.read_text())
+    model = build_model(config)
+    model.load_state_dict(load_file(str(run_dir / "checkpoint" / "model.safetensors")))
+    model.eval()
+    history = state.get("history", [])
+    info = {"config": asdict(config), "seed": config.seed, "steps": state["step"], "finished": False,
+            "final_loss": history[-1]["loss"] if history else float("nan"), "wall_seconds": round(state["elapsed"], 1),
+            "cpu_seconds": round(state.get("cpu_seconds", 0.0), 1), "n_params": sum(p.numel() for p in model.parameters()),
+            "history": history}
+    return save_hf_model(model, Path(dest) if dest else run_dir / f"model-step{state['step']}", info)
