@@ -141,9 +141,16 @@ class ActivationSet:
     prompt_ids: list[int]
     role: str
     meta: dict[str, Any] = field(default_factory=dict)
-    status: str = "memory"
+    status: str = "computed"
     key: str | None = None
     path: Path | None = None
+
+    def __repr__(self) -> str:  # tensors summarised, so a notebook cell does not print megabytes
+        first = next(iter(self.tensors.values()), None)
+        shape = list(first.shape) if first is not None else []
+        where = f", key={self.key[:12]}" if self.key else ""
+        return (f"ActivationSet({len(self.prompt_ids)} prompts, role={self.role!r}, {len(self.tensors)} hooks "
+                f"e.g. {next(iter(self.tensors), '-')} {shape}, status={self.status!r}{where})")
 
     def __getitem__(self, name: str) -> Tensor:
         if name not in self.tensors:

@@ -72,7 +72,8 @@ def test_layers_shapes_and_memory_mode(tiny_llama, tmp_path) -> None:
     prompts = _prompts("tiny-llama", n=2)
     acts = get_activations(tiny_llama, prompts, ["resid_post", "z", "pattern"], layers=[-1], positions="separators",
                            use_cache=False, show_progress=False)
-    assert acts.status == "memory" and acts.key is None
+    assert acts.status == "computed" and acts.key is None and acts.path is None
+    assert "2 prompts" in repr(acts) and "separators" in repr(acts)
     assert not any(tmp_path.iterdir())
     last = tiny_llama.n_layers - 1
     n_sep = acts.positions.shape[1]

@@ -539,7 +539,7 @@ def _remove_tree(path: Path, cache_dir: Path) -> None:
     if path.parent != cache_dir or not KEY_RE.match(path.name.split(".")[0]):
         raise InterpError(f"refusing to delete {path}: not an entry of the cache directory {cache_dir}")
     # Rename first so the entry disappears atomically, then delete the renamed tree.
-    doomed = cache_dir / f"{path.name.split('.')[0]}.deleting-{os.getpid()}"
+    doomed = cache_dir / f"{path.name.split('.')[0]}.deleting-{os.getpid()}-{time.time_ns()}"
     os.rename(path, doomed)
     shutil.rmtree(doomed)
 
@@ -548,7 +548,7 @@ def _remove_tree(path: Path, cache_dir: Path) -> None:
 class EntryInfo:
     key: str
     path: Path
-    state: str  # "ok" (published) or "partial" (a build in progress or killed)
+    state: str  # "ok" (published) or "partial" (a build in progress or killed, or a removal cut short)
     bytes: int
     created: str
     meta: dict[str, Any]
@@ -585,7 +585,8 @@ def list_entries(cache_dir: Path) -> list[EntryInfo]:
     for path in cache_dir.iterdir():
         name = path.name
         key, _, suffix = name.partition(".")
-        if not path.is_dir() or not KEY_RE.match(key) or suffix not in ("", "partial"):
+        if not path.is_dir() or not KEY_RE.match(key) or not (suffix in ("", "partial") or
+                                                                 suffix.startswith("deleting-")):
             continue
         mtime = path.stat().st_mtime
         created = _dt.datetime.fromtimestamp(mtime, _dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -602,6 +603,7 @@ def list_entries(cache_dir: Path) -> list[EntryInfo]:
                 meta = {"progress": f"{len(prog.get('shards', {}))} shards of {-(-prog['n_prompts'] // prog['batch_size'])}"}
             except (OSError, ValueError, KeyError, ZeroDivisionError):
                 meta = {}
+        # A removal killed half-way ("deleting-PID") is garbage, listed with the partial builds.
         out.append(EntryInfo(key, path, "partial" if suffix else "ok", _dir_bytes(path), created, meta, mtime))
     return sorted(out, key=lambda e: e.created)
 
