@@ -44,7 +44,8 @@ from interp.models import DEFAULT_MODEL
 from interp.progress import progress
 from interp.render import Page, esc, failure_box, note, table_html
 
-DEFAULT_TASK_SETS = "add-translate,country,ab,word"
+# country first: the per-layer sections default to the first task set, and its prompts are the shortest.
+DEFAULT_TASK_SETS = "country,ab,add-translate,word"
 
 
 @dataclass
@@ -444,10 +445,10 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
 
 @dataclass
 class LogitLensSectionOptions:
-    n_prompts: int = 4  # prompts per task set (each costs 1 + K hooked forwards with controls)
+    n_prompts: int = 3  # prompts per task set (each costs 1 + K hooked forwards with controls)
     controls: bool = True  # single-task control prompts (same queries)
     top_k: int = 10
-    task_sets: str = ""  # default: the report's task sets
+    task_sets: str = ""  # default: the report's first task set ("all": every report task set)
 
 
 @register_section("logit_lens", "Logit lens (layer × task)",
@@ -462,7 +463,10 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
     from interp.experiment import ExperimentConfig, make_prompts
 
     model = ctx.model
-    task_sets = [t.strip() for t in opts.task_sets.split(",") if t.strip()] or ctx.config.task_set_list()
+    if opts.task_sets == "all":
+        task_sets = ctx.config.task_set_list()
+    else:
+        task_sets = [t.strip() for t in opts.task_sets.split(",") if t.strip()] or ctx.config.task_set_list()[:1]
     parts: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
     entries = []
@@ -487,12 +491,12 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
 @dataclass
 class TaskVectorSectionOptions:
     task_set: str = ""  # default: the report's first task set
-    n_prompts: int = 4  # prompts per task / mixture / λ
+    n_prompts: int = 3  # prompts per task / mixture / λ
     examples_per_task: int = 6
-    n_queries: int = 6
+    n_queries: int = 4
     modes: str = "replace"
     layers: str = ""  # default: every layer
-    n_lambdas: int = 11
+    n_lambdas: int = 9
     n_icl_lambdas: int = 3
     controls: bool = False
 
@@ -581,7 +585,7 @@ def attention_html(model: Any, prompt: Any, heads: list[tuple[int, int]], captio
 @dataclass
 class HeadAttributionSectionOptions:
     task_set: str = ""  # default: the report's first task set
-    n_prompts: int = 4
+    n_prompts: int = 3
     top_n: int = 3  # heads per task in the top set (overlap, ablation, attention views)
     rank_by: str = "logit"  # logit (centred answer logit) or diff (answer minus the other tasks' answers)
     ablation: str = "mean"  # mean, zero, mean,zero or none
