@@ -181,3 +181,17 @@ def test_run_directory_that_does_not_exist(tmp_path):
     assert result.failed == {"from_scratch": f"run directory {tmp_path / 'nope'} does not exist: pass an existing directory",
                              "scale": f"run directory {tmp_path / 'nope2'} does not exist: pass an existing directory"}
     assert len(lines) == 2 and (tmp_path / "setup-setup.csv").exists()
+
+
+def test_second_report_reuses_cached_activations(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
+    config = ReportConfig(model="tiny-llama", out=str(tmp_path / "r"), task_sets="ab", sections="logit_lens",
+                          options=["logit_lens.n_prompts=2", "logit_lens.controls=false"])
+    first = build_report(config, **QUIET)
+    err_first = capfd.readouterr().err
+    second = build_report(config, **QUIET)
+    err_second = capfd.readouterr().err
+    assert first.failed == {} and second.failed == {}
+    assert "computed" in err_first and "reused" not in err_first
+    assert "reused" in err_second and "computed" not in err_second
+    assert (pd.read_csv(tmp_path / "r" / "logit_lens-ab.csv")["prob"] >= 0).all()
