@@ -64,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
-    for cmd in sorted(_collect_commands(), key=lambda c: c.path):
+    commands = sorted(_collect_commands(), key=lambda c: c.path)
+    # `interp --help` lists every command (group subcommands included), one line each.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    width = max((len(" ".join(c.path)) for c in commands), default=0)
+    parser.epilog = "commands:\n" + "\n".join(f"  interp {' '.join(c.path):<{width}}  {c.help}" for c in commands)
+    for cmd in commands:
         if len(cmd.path) == 1:
             sub = top.add_parser(cmd.path[0], help=cmd.help, description=cmd.help)
         else:

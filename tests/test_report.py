@@ -132,7 +132,11 @@ def test_help_lists_every_command_with_one_line(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
-    assert re.search(r"^\s+report\s+build a self-contained offline HTML report with CSV tables$", text, flags=re.M)
+    assert re.search(r"^\s+interp report\s+build a self-contained offline HTML report with CSV tables$", text, flags=re.M)
+    from interp.cli import _collect_commands
+
+    for cmd in _collect_commands():  # every command, group subcommands included, on its own line
+        assert re.search(rf"^  interp {' '.join(cmd.path)}\s+{re.escape(cmd.help)}$", text, flags=re.M), cmd.path
 
 
 def test_circuitsvis_views_share_one_bundle():
