@@ -428,14 +428,17 @@ def projection_fits(vectors: TaskVectors, targets: Sequence[ProjectionTarget], m
     """Fit each target's separator state on task vectors, per layer, candidate set and method.
 
     One row per (layer, target, candidates, method, level, task): ``weight`` vs ``share``,
-    ``residual`` (L2), ``rel_residual`` = ‖r‖/‖y‖ and ``rel_residual_centered`` = ‖r‖/‖y − v̄‖
+    ``residual`` (L2), ``rel_residual`` = ‖r‖/‖y‖, ``rel_residual_centered`` = ‖r‖/‖y − v̄‖
     (v̄ = mean of all task vectors at that layer: the common component every candidate set
-    explains, so this ratio is the informative one). ``level``: ``mean`` fits the mean state
-    of the prompts (the paper); ``prompt`` averages per-prompt fits.
+    explains; inflated for targets near v̄ such as the uniform mix) and ``rel_residual_spread``
+    = ‖r‖ / RMS‖v_k − v̄‖ (one scale per layer, the size of the task-vector simplex, so it
+    compares targets fairly). ``level``: ``mean`` fits the mean state of the prompts (the
+    paper); ``prompt`` averages per-prompt fits.
     """
     rows = []
     for li, layer in enumerate(vectors.layers):
         center = vectors.mean[:, li].double().mean(0).numpy()
+        spread = float(np.sqrt(((vectors.mean[:, li].double().numpy() - center) ** 2).sum(1).mean()))
         for tgt in targets:
             per = tgt.states[:, li].double().numpy()
             levels = {"mean": per.mean(0, keepdims=True)}
@@ -451,7 +454,8 @@ def projection_fits(vectors: TaskVectors, targets: Sequence[ProjectionTarget], m
                         common = {"layer": layer, "target": tgt.label, "kind": tgt.kind, "candidates": cand_name,
                                   "method": method, "level": level, "residual": float(res.mean()),
                                   "rel_residual": float((res / ynorm).mean()),
-                                  "rel_residual_centered": float((res / cnorm).mean()), "n": len(y)}
+                                  "rel_residual_centered": float((res / cnorm).mean()),
+                                  "rel_residual_spread": float(res.mean() / max(spread, 1e-12)), "n": len(y)}
                         for k, c in enumerate(cands):
                             rows.append({**common, "task": c, "share": tgt.shares.get(c, 0.0),
                                          "weight": float(w[:, k].mean()), "weight_sd": float(w[:, k].std())})
@@ -465,7 +469,8 @@ def weights_table(fits: pd.DataFrame, layer: int, method: str = "simplex", candi
              & (fits["level"] == level)]
     w = s.pivot_table(index=["target", "kind"], columns="task", values="weight", sort=False)
     sh = s.pivot_table(index=["target", "kind"], columns="task", values="share", sort=False)
-    res = s.groupby(["target", "kind"], sort=False)[["rel_residual", "rel_residual_centered"]].first()
+    res = s.groupby(["target", "kind"], sort=False)[["rel_residual", "rel_residual_centered",
+                                                     "rel_residual_spread"]].first()
     table = pd.concat([sh.add_prefix("share_"), w.add_prefix("w_"), res], axis=1).reset_index()
     return table
 
@@ -621,22 +626,22 @@ def plot_weights(table: pd.DataFrame, tasks: Sequence[str], title: str = "") -> 
 
 
 def plot_residuals(fits: pd.DataFrame, method: str = "simplex", candidates: str = "mix",
-                   best: Sequence[int] = (), title: str = "") -> plt.Figure:
-    """Relative (centred) residual vs layer: mixes against controls; vertical lines at best layers."""
+                   best: Sequence[int] = (), title: str = "", column: str = "rel_residual_spread") -> plt.Figure:
+    """Relative residual vs layer: mixes against controls; vertical lines at best layers."""
     s = fits[(fits["method"] == method) & (fits["level"] == "mean")]
     s = s[(s["candidates"] == candidates) | ((s["kind"] == "pure") & (s["candidates"] == "all"))]
-    s = s.groupby(["kind", "target", "layer"])["rel_residual_centered"].first().reset_index()
+    s = s.groupby(["kind", "target", "layer"])[column].first().reset_index()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     styles = {"pure": ("#7f7f7f", ":"), "mix": ("#1f77b4", "-"), "random_answers": ("#d62728", "--"),
               "other_task": ("#2ca02c", "-.")}
     for kind, g in s.groupby("kind"):
         color, ls = styles.get(str(kind), ("black", "-"))
-        mean = g.groupby("layer")["rel_residual_centered"].mean()
+        mean = g.groupby("layer")[column].mean()
         ax.plot(mean.index, mean.values, color=color, ls=ls, label=f"{kind} ({g['target'].nunique()})")
     for b in best:
         ax.axvline(b, color="black", lw=0.5, alpha=0.4)
     ax.set_xlabel("layer")
-    ax.set_ylabel(f"‖residual‖ / ‖y − v̄‖ ({method})")
+    ax.set_ylabel(f"{column} ({method})")
     ax.legend(fontsize=7, frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -782,6 +787,24 @@ def save_vectors(vectors: TaskVectors, path: Path, meta: dict[str, str]) -> None
 
     save_file({"mean": vectors.mean.contiguous()}, str(path),
               metadata={**meta, "tasks": ",".join(vectors.tasks), "layers": ",".join(map(str, vectors.layers))})
+
+
+def load_vectors(path: str | Path) -> tuple[list[str], list[int], Float[Tensor, "task layer d_model"]]:
+    """Read ``task_vectors.safetensors`` of a run: (tasks, layers, mean vectors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        return meta["tasks"].split(","), [int(x) for x in meta["layers"].split(",")], f.get_tensor("mean")
+
+
+def add_spread_residual(fits: pd.DataFrame, mean: Float[Tensor, "task layer d_model"],
+                        layers: Sequence[int]) -> pd.DataFrame:
+    """(Re)compute ``rel_residual_spread`` of a fits table from the run's mean task vectors."""
+    m = mean.double()
+    spread = (m - m.mean(0, keepdim=True)).pow(2).sum(-1).mean(0).sqrt().numpy()
+    scale = dict(zip(layers, spread))
+    return fits.assign(rel_residual_spread=fits["residual"] / fits["layer"].map(scale))
 
 
 def run_task_vectors(config: TaskVectorConfig, show_progress: bool = True) -> TaskVectorResult:

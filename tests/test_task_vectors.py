@@ -12,11 +12,13 @@ from scipy.optimize import minimize
 
 from analyses.task_vectors import (
     TaskVectorConfig,
+    add_spread_residual,
     curve_distance,
     extract_task_vectors,
     fit_weights,
     interpolate_vectors,
     layer_sweep,
+    load_vectors,
     parse_layers,
     parse_modes,
     random_answer_task_set,
@@ -202,6 +204,11 @@ def test_run_writes_tables_and_figures(tmp_path):
     simplex = fits[(fits["method"] == "simplex") & (fits["level"] == "mean")]
     sums = simplex.groupby(["layer", "target", "candidates"])["weight"].sum()
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-6)
+    tasks, layers, mean = load_vectors(r.out / "task_vectors.safetensors")
+    assert tasks == ["copy_op1", "copy_op2", "add"] and layers == [0, 1]
+    torch.testing.assert_close(mean, r.vectors.mean)
+    redo = add_spread_residual(fits.drop(columns="rel_residual_spread"), mean, layers)
+    np.testing.assert_allclose(redo["rel_residual_spread"], fits["rel_residual_spread"], rtol=1e-5)
     curves = pd.read_csv(r.out / "interpolation.csv")
     assert sorted(curves["kind"].unique()) == ["icl", "task_vector"]
     assert len(curves[curves["kind"] == "task_vector"]) == 4
