@@ -99,10 +99,6 @@ def register_section(name: str, title: str, explanation: str, options: type | No
     return wrap
 
 
-class SectionSkipped(Exception):
-    """A section that cannot run here for a reason that is not an error (e.g. analysis not installed)."""
-
-
 def require_module(name: str) -> Any:
     """Import an analysis module, or fail the section with one line naming what is missing."""
     try:
