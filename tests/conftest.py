@@ -5,14 +5,21 @@ Models are loaded once per session and must be treated as read-only by tests.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("INTERP_NO_PROGRESS", "1")
+# Tests never write into the repo's cached_activations/: one throw-away cache per session.
+if "INTERP_CACHE_DIR" not in os.environ:
+    os.environ["INTERP_CACHE_DIR"] = tempfile.mkdtemp(prefix="interp-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["INTERP_CACHE_DIR"], ignore_errors=True)
 
 TINY_SPECS = ("tiny-llama", "tiny-qwen2")
 _MODELS: dict[str, object] = {}
