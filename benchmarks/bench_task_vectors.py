@@ -5,7 +5,8 @@ after block l:
 
 * ``full``     — one full forward of ``query + answer[:-1]`` per (layer, answer), patched by a
                  hook (what the paper's code does, one layer at a time);
-* ``prefix``   — the query prefix runs once (KV cache), then one tail forward per layer;
+* ``per-call`` — :func:`interp.patching.patched_logprobs` called once per layer (prefix + one
+                 tail forward each call: what batching saves, for reference);
 * ``batched``  — the prefix once, then *all* layers in one batched tail forward
                  (:func:`interp.patching.patched_logprobs`, what the analysis uses).
 
@@ -97,9 +98,9 @@ def main() -> None:
         "mean_prompt_tokens": sum(len(i) for i, _ in jobs) / len(jobs),
         "mean_answer_tokens": sum(len(a) for _, a in jobs) / len(jobs),
         "threads": torch.get_num_threads(),
-        "seconds_full": t_full, "seconds_prefix_per_layer": t_prefix, "seconds_batched": t_batch,
-        "speedup_prefix_per_layer": t_full / t_prefix, "speedup_batched": t_full / t_batch,
-        "max_abs_logprob_diff_prefix": maxdiff(full, pref), "max_abs_logprob_diff_batched": maxdiff(full, batch),
+        "seconds_full": t_full, "seconds_one_call_per_layer": t_prefix, "seconds_batched": t_batch,
+        "speedup_one_call_per_layer": t_full / t_prefix, "speedup_batched": t_full / t_batch,
+        "max_abs_logprob_diff_one_call_per_layer": maxdiff(full, pref), "max_abs_logprob_diff_batched": maxdiff(full, batch),
     }
     print(json.dumps(result, indent=2))
     if args.json:
