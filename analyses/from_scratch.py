@@ -132,8 +132,7 @@ def build_mixture_prompts(task_set: str, task_a: str, task_b: str, shares: list[
     if n_examples < 1:
         raise InterpError("n_examples must be at least 1")
     small_inputs = task_set == "bias-add"
-    prompts: list[Prompt] = []
-    rows = []
+    plan = []  # (d, i, task A, task B, count A) per prompt, decided first
     for d in shares:
         if not 0 <= d <= 1:
             raise InterpError(f"share {d} is outside [0, 1]")
@@ -149,13 +148,25 @@ def build_mixture_prompts(task_set: str, task_a: str, task_b: str, shares: list[
                 count_a = int(round(d * n_examples))
             else:
                 count_a = sum(rng.random() < d for _ in range(n_examples))
-            mixture = {a: float(count_a), b: float(n_examples - count_a)}
-            (prompt,) = build_prompts(ts, mixture=mixture, n_prompts=1, seed=rng.randrange(2**31),
-                                      with_replacement=small_inputs, allow_query_in_examples=small_inputs)
-            prompt.prompt_id = len(prompts)
-            prompts.append(prompt)
-            rows.append({"prompt_id": prompt.prompt_id, "d": d, "task_a": a, "task_b": b, "count_a": count_a,
-                         "n_examples": n_examples})
+            plan.append((d, i, a, b, count_a))
+    # One build_prompts call per distinct (d, A, B, count): input pools are built once per call.
+    groups: dict[tuple, list[int]] = {}
+    for j, (d, _i, a, b, count_a) in enumerate(plan):
+        groups.setdefault((d, a, b, count_a), []).append(j)
+    built: dict[int, Prompt] = {}
+    for (d, a, b, count_a), members in groups.items():
+        group_seed = random.Random(f"mixture:{seed}:{d:.4f}:{a}:{b}:{count_a}").randrange(2**31)
+        mixture = {a: float(count_a), b: float(n_examples - count_a)}
+        made = build_prompts(ts, mixture=mixture, n_prompts=len(members), seed=group_seed,
+                             with_replacement=small_inputs, allow_query_in_examples=small_inputs)
+        built.update(zip(members, made))
+    prompts: list[Prompt] = []
+    rows = []
+    for j, (d, _i, a, b, count_a) in enumerate(plan):
+        prompt = built[j]
+        prompt.prompt_id = j
+        prompts.append(prompt)
+        rows.append({"prompt_id": j, "d": d, "task_a": a, "task_b": b, "count_a": count_a, "n_examples": n_examples})
     return prompts, pd.DataFrame(rows)
 
 

@@ -127,3 +127,13 @@ def test_a_different_config_cannot_reuse_a_run_dir(tmp_path) -> None:
     train(TrainConfig(task_set="bias-add", max_steps=2, out=str(tmp_path / "r"), **TINY), show_progress=False)
     with pytest.raises(InterpError):
         train(TrainConfig(task_set="retrieval", max_steps=2, out=str(tmp_path / "r"), **TINY), show_progress=False)
+
+
+def test_a_stopped_wsd_run_can_branch_its_cooldown(tmp_path) -> None:
+    base = dict(task_set="bias-add", **TINY)
+    first = train(TrainConfig(out=str(tmp_path / "w"), max_steps=100, stop_at_step=10, **base), show_progress=False)
+    assert first.steps == 10 and not first.finished
+    # Resume with a shorter horizon whose decay covers exactly the 5 extra steps.
+    done = train(TrainConfig(out=str(tmp_path / "w"), max_steps=15, decay_frac=5 / 15, **base), show_progress=False)
+    assert done.finished and done.steps == 15
+    assert done.history[-1]["lr"] == pytest.approx(0.0)
