@@ -669,10 +669,11 @@ def _read_run_table(run: str, name: str, command: str) -> pd.DataFrame:
 
 
 def from_scratch_checkpoints(root: Path = CHECKPOINTS / "from-scratch") -> list[Path]:
-    """Shipped from-scratch models: directories holding a ``training_config.json`` (not the scale family)."""
+    """Shipped from-scratch models: the directories directly under ``root`` holding a ``training_config.json``
+    (the ``scale/`` and ``ablations/`` families are shown elsewhere or on request)."""
     if not root.is_dir():
         return []
-    return sorted(p.parent for p in root.rglob("training_config.json") if "scale" not in p.relative_to(root).parts)
+    return sorted(p.parent for p in root.glob("*/training_config.json"))
 
 
 @dataclass
