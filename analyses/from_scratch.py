@@ -181,10 +181,18 @@ def mixture_table(scores: pd.DataFrame, design: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_curve(per_prompt: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and std) of P(A), P(B), other per d."""
+    """Mean (and std) of P(A), P(B), other per d, and the sorted means p_top / p_second.
+
+    A model can match d on average while each prompt picks a single task (p_top ≈ 1, p_second ≈ 0);
+    true per-prompt superposition shows p_second well above 0 at mixed d.
+    """
+    per_prompt = per_prompt.assign(p_top=per_prompt[["p_a", "p_b"]].max(axis=1),
+                                   p_second=per_prompt[["p_a", "p_b"]].min(axis=1))
     g = per_prompt.groupby("d")
     curve = pd.DataFrame({
         "p_a": g["p_a"].mean(), "p_b": g["p_b"].mean(), "other": g["other"].mean(),
+        # Sorted means (the paper's metric): does each prompt split its mass, or pick one task?
+        "p_top": g["p_top"].mean(), "p_second": g["p_second"].mean(),
         "p_a_std": g["p_a"].std(ddof=0), "p_b_std": g["p_b"].std(ddof=0),
         "realised_share_a": (g["count_a"].mean() / g["n_examples"].mean()), "n_prompts": g.size(),
     }).reset_index()
@@ -325,7 +333,7 @@ def evaluate_trained(model_dir: Path, n_prompts: int = 50, seed: int = 0, show_p
     summary = {
         "protocol": {"task_set": task_set, "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
                      "n_prompts_per_d": n_prompts, "sampling": "exact", "end_of_answer": "\\n", "seed": seed},
-        "curve": curve[["d", "p_a", "p_b", "other"]].round(4).to_dict(orient="records"),
+        "curve": curve[["d", "p_a", "p_b", "other", "p_top", "p_second"]].round(4).to_dict(orient="records"),
         "acceptance": result.acceptance["model"],
     }
     (Path(model_dir) / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -63,6 +63,8 @@ def test_curve_on_tiny_random_model_is_a_probability_split(tiny_model) -> None:
     total = curve["p_a"] + curve["p_b"] + curve["other"]
     assert total.round(9).eq(1.0).all()
     assert ((curve[["p_a", "p_b"]] >= 0) & (curve[["p_a", "p_b"]] <= 1)).all().all()
+    assert (curve["p_top"] >= curve["p_second"]).all()
+    assert (curve["p_top"] + curve["p_second"] - curve["p_a"] - curve["p_b"]).abs().max() < 1e-9
     # A random model does not superpose: the check must fail.
     assert not result.acceptance["tiny"]["passed"]
 
