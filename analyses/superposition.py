@@ -30,10 +30,10 @@ from interp.config import add_dataclass_args, from_args  # noqa: E402
 from interp.experiment import ExperimentConfig, make_model, make_prompts  # noqa: E402
 from interp.metrics import summarize_tasks, superposition_metrics  # noqa: E402
 from interp.models import LoadedModel  # noqa: E402
-from interp.prompts import save_prompts  # noqa: E402
+from interp.prompts import Prompt, save_prompts  # noqa: E402
 from interp.runs import RunDir  # noqa: E402
-from interp.scoring import score_prompts  # noqa: E402
-from interp.topk import BeamConfig, topk_counts  # noqa: E402
+from interp.scoring import PromptState, score_prompts  # noqa: E402
+from interp.topk import BeamConfig, enumerate_outputs, topk_counts  # noqa: E402
 
 PAPER_TASK_SETS = ("add-translate", "country", "ab", "word")
 
@@ -57,14 +57,20 @@ class SuperpositionResult:
 
 def analyse(model: LoadedModel, prompts: list, config: SuperpositionConfig, show_progress: bool = True) -> SuperpositionResult:
     """Score prompts and compute every superposition metric (no files written)."""
-    scores = score_prompts(model, prompts, batch_size=config.batch_size,
-                           end_of_answer=config.end_of_answer or None, show_progress=show_progress)
+    beam = BeamConfig(num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
+    enumerated: dict[int, dict[str, float]] = {}
+
+    def search(prompt: Prompt, state: PromptState) -> None:
+        # The top-K search reuses the scoring pass's KV cache instead of re-running the prompt.
+        enumerated[prompt.prompt_id] = enumerate_outputs(model, prompt.text, beam, state=state)
+
+    scores = score_prompts(model, prompts, batch_size=config.batch_size, end_of_answer=config.end_of_answer or None,
+                           show_progress=show_progress, on_prompt=search if config.topk else None)
     summary = summarize_tasks(scores)
     metrics: dict[str, Any] = superposition_metrics(scores)
     topk = None
     if config.topk:
-        beam = BeamConfig(num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
-        topk = topk_counts(model, prompts, scores, beam, show_progress=show_progress)
+        topk = topk_counts(model, prompts, scores, beam, show_progress=show_progress, enumerated=enumerated)
         metrics["r"] = float(topk["r"].mean())
         metrics["K"] = int(topk["K"].max())
         metrics["beam"] = asdict(beam)

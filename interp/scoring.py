@@ -13,7 +13,7 @@ flag the row ``boundary_mismatch``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -26,6 +26,19 @@ from interp.errors import InterpError
 from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
+
+
+@dataclass
+class PromptState:
+    """One prompt's forward pass: last-position logits, its key/value cache and attention mask.
+
+    Handed to ``score_prompts(..., on_prompt=...)`` so that later steps (e.g. the top-K search)
+    reuse the pass instead of running the prompt again.
+    """
+
+    last_logits: Float[Tensor, "1 d_vocab"]
+    kv: list[tuple[Tensor, Tensor]]
+    mask: Int[Tensor, "1 pos"]
 
 
 @dataclass
@@ -166,6 +179,7 @@ def score_prompts(
     batch_size: int = 1,
     end_of_answer: str | None = None,
     show_progress: bool = True,
+    on_prompt: Callable[[Prompt, PromptState], None] | None = None,
 ) -> pd.DataFrame:
     """Score every prompt's answer under every task.
 
@@ -177,6 +191,8 @@ def score_prompts(
         end_of_answer: optional text appended to every answer (``"\\n"`` as the paper's
             from-scratch evaluation does), scored as part of it.
         show_progress: show a progress bar.
+        on_prompt: called with each prompt and its :class:`PromptState` after scoring, to reuse
+            the prompt's forward pass.
 
     Returns:
         One row per (prompt, task): ``prompt_id, task, answer, share, prob, logprob,
@@ -206,6 +222,10 @@ def score_prompts(
                 "n_tokens": len(a.ids),
                 "boundary_mismatch": a.boundary_mismatch,
             })
+        if on_prompt is not None:
+            for b, p in enumerate(batch):
+                on_prompt(p, PromptState(last_logits[b: b + 1], [(k[b: b + 1], v[b: b + 1]) for k, v in kv],
+                                         mask[b: b + 1]))
     return pd.DataFrame(rows)
 
 

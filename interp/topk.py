@@ -27,7 +27,7 @@ import torch
 from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
-from interp.scoring import run_prompts_with_cache, select_cache
+from interp.scoring import PromptState, run_prompts_with_cache, select_cache
 
 
 @dataclass
@@ -40,13 +40,20 @@ class BeamConfig:
 
 
 @torch.no_grad()
-def enumerate_outputs(model: LoadedModel, prompt_text: str, config: BeamConfig | None = None) -> dict[str, float]:
-    """Most likely complete outputs (text -> probability) after ``prompt_text``."""
+def enumerate_outputs(model: LoadedModel, prompt_text: str, config: BeamConfig | None = None,
+                      state: PromptState | None = None) -> dict[str, float]:
+    """Most likely complete outputs (text -> probability) after ``prompt_text``.
+
+    ``state`` (from ``score_prompts(..., on_prompt=...)``) reuses an earlier forward pass of
+    the same prompt instead of running it again.
+    """
     cfg = config or BeamConfig()
     stop_ids = model.encode_continuation(cfg.terminator)
     stop = stop_ids[0] if len(stop_ids) == 1 else None
-    prompt_ids = model.encode_prompt(prompt_text)
-    last_logits, kv, mask = run_prompts_with_cache(model, [prompt_ids])
+    if state is None:
+        last_logits, kv, mask = run_prompts_with_cache(model, [model.encode_prompt(prompt_text)])
+    else:
+        last_logits, kv, mask = state.last_logits, state.kv, state.mask
     first = torch.log_softmax(last_logits[0], dim=-1)
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     finished: dict[str, float] = {}
@@ -93,12 +100,21 @@ def _next_distributions(model: LoadedModel, last_logits: torch.Tensor, kv: list,
 
 
 def topk_counts(model: LoadedModel, prompts: Sequence[Prompt], scores: pd.DataFrame,
-                config: BeamConfig | None = None, show_progress: bool = True) -> pd.DataFrame:
-    """Per prompt: ``r`` (tasks whose answer is in the top-K outputs), K, p_K and the top outputs."""
+                config: BeamConfig | None = None, show_progress: bool = True,
+                enumerated: dict[int, dict[str, float]] | None = None) -> pd.DataFrame:
+    """Per prompt: ``r`` (tasks whose answer is in the top-K outputs), K, p_K and the top outputs.
+
+    ``enumerated`` maps prompt ids to outputs already found by :func:`enumerate_outputs`
+    (e.g. during scoring); other prompts are searched here.
+    """
     rows = []
     by_prompt = {pid: g for pid, g in scores.groupby("prompt_id")}
-    for p in progress(prompts, desc="top-K search", disable=not show_progress):
-        outputs = enumerate_outputs(model, p.text, config)
+    enumerated = enumerated or {}
+    todo = [p for p in prompts if p.prompt_id not in enumerated]
+    for p in progress(todo, desc="top-K search", disable=not show_progress or not todo):
+        enumerated[p.prompt_id] = enumerate_outputs(model, p.text, config)
+    for p in prompts:
+        outputs = enumerated[p.prompt_id]
         k = sum(1 for s in p.shares.values() if s > 0)
         probs = sorted(outputs.values(), reverse=True)
         group = by_prompt[p.prompt_id]

@@ -53,3 +53,21 @@ def test_r_counts_answers_in_top_k(tiny_llama) -> None:
     # The improbable third answer is outside the top K unless the K-th output is itself ~0.
     expected = 2 if len(top) < 3 or top[2][1] > 1e-5 else 3
     assert result["r"][0] == expected
+
+
+def test_search_reusing_the_scoring_pass_equals_a_fresh_search(tiny_llama) -> None:
+    # Two prompts of different lengths in one padded batch: states are sliced per prompt.
+    prompts = build_prompts(get_task_set("ab"), n_prompts=1, examples_per_task=3, seed=5)
+    prompts += build_prompts(get_task_set("ab"), n_prompts=1, examples_per_task=6, seed=6)
+    prompts[1].prompt_id = 1
+    cfg = BeamConfig(num_beams=6, max_new_tokens=4, min_token_prob=1e-4, min_beam_prob=1e-6,
+                     terminator=_terminator_for(tiny_llama, prompts[0].text))
+    reused: dict[int, dict[str, float]] = {}
+    score_prompts(tiny_llama, prompts, batch_size=2, show_progress=False,
+                  on_prompt=lambda p, state: reused.__setitem__(p.prompt_id, enumerate_outputs(tiny_llama, p.text, cfg, state)))
+    for p in prompts:
+        fresh = enumerate_outputs(tiny_llama, p.text, cfg)
+        assert list(reused[p.prompt_id]) == list(fresh)
+        for text, prob in fresh.items():
+            assert math.isclose(reused[p.prompt_id][text], prob, rel_tol=1e-4)
+    assert reused[0], "the search found outputs to compare"
