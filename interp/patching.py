@@ -33,6 +33,7 @@ from transformers import DynamicCache
 
 from interp.errors import InterpError
 from interp.models import LoadedModel
+from interp.scoring import pad_token_id
 
 PATCH_MODES = ("replace", "add")
 
@@ -49,14 +50,6 @@ class Patch:
     def __post_init__(self) -> None:
         if self.mode not in PATCH_MODES:
             raise InterpError(f"unknown patch mode {self.mode!r}: use one of {', '.join(PATCH_MODES)}")
-
-
-def _pad_id(model: LoadedModel) -> int:
-    tok = model.tokenizer
-    for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 def _check(model: LoadedModel, patches: Sequence[Patch | None]) -> None:
@@ -129,7 +122,7 @@ def patched_logprobs(
         out = model.hf_model(input_ids=torch.tensor([prefix], device=model.device), use_cache=True, logits_to_keep=1)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     result: list[list[float]] = []
-    pad = _pad_id(model)
+    pad = pad_token_id(model)
     for start in range(0, len(continuations), max_rows):
         conts = continuations[start: start + max_rows]
         rows_patches = patches[start: start + max_rows]

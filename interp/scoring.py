@@ -73,7 +73,7 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int, device: torch.device) -> t
     return ids.to(device), mask.to(device)
 
 
-def _pad_id(model: LoadedModel) -> int:
+def pad_token_id(model: LoadedModel) -> int:
     tok = model.tokenizer
     for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
         if candidate is not None:
@@ -94,7 +94,7 @@ def run_prompts_with_cache(
     model: LoadedModel, prompt_ids: Sequence[list[int]]
 ) -> tuple[Float[Tensor, "batch d_vocab"], list[tuple[Tensor, Tensor]], Int[Tensor, "batch pos"]]:
     """One batched, left-padded forward over prompts; returns last-position logits and the KV cache."""
-    ids, mask = _left_pad(prompt_ids, _pad_id(model), model.device)
+    ids, mask = _left_pad(prompt_ids, pad_token_id(model), model.device)
     if bool(mask.all()):
         # No padding: let the model take its fast causal path (no explicit mask).
         out = model.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
@@ -148,7 +148,7 @@ def continuation_logprobs(
     if width == 0:
         return result
 
-    feed = torch.full((batch, width), _pad_id(model), dtype=torch.long)
+    feed = torch.full((batch, width), pad_token_id(model), dtype=torch.long)
     offset = torch.zeros((batch, width), dtype=torch.long)
     owner = torch.full((batch, width), -1, dtype=torch.long)
     for b in range(batch):
