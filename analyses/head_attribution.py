@@ -44,7 +44,7 @@ import contextlib
 import random
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +63,10 @@ from interp.activations import get_activations, token_positions  # noqa: E402
 from interp.cli import Command  # noqa: E402
 from interp.config import add_dataclass_args, from_args  # noqa: E402
 from interp.errors import InterpError  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model, make_prompts  # noqa: E402
+from interp.experiment import ExperimentConfig, make_model, make_prompts, open_run  # noqa: E402
 from interp.models import LoadedModel  # noqa: E402
 from interp.progress import progress  # noqa: E402
 from interp.prompts import Prompt, save_prompts  # noqa: E402
-from interp.runs import RunDir  # noqa: E402
 from interp.scoring import score_prompts  # noqa: E402
 
 Head = tuple[int, int]
@@ -644,8 +643,7 @@ def run_heads(config: HeadAttributionConfig, show_progress: bool = True) -> Head
     if not 0 <= config.attention_prompt < len(prompts):
         raise InterpError(f"--attention-prompt must be in 0..{len(prompts) - 1}")
     model = make_model(config)
-    run = RunDir(config.out_dir("heads"), {"analysis": "heads", "config": asdict(config),
-                                           "model": model.describe()}, overwrite=config.overwrite)
+    run = open_run(config, "heads", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
     result = head_attribution(model, prompts, show_progress=show_progress, use_cache=config.cache)
     run.write_csv("attributions.csv", result.attributions)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,10 @@ from interp.activations import get_activations  # noqa: E402
 from interp.cli import Command  # noqa: E402
 from interp.config import add_dataclass_args, from_args  # noqa: E402
 from interp.errors import InterpError  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model, make_prompts  # noqa: E402
+from interp.experiment import ExperimentConfig, make_model, make_prompts, open_run  # noqa: E402
 from interp.models import LoadedModel  # noqa: E402
 from interp.progress import progress  # noqa: E402
 from interp.prompts import Example, Prompt, render_prompt, save_prompts  # noqa: E402
-from interp.runs import RunDir  # noqa: E402
 from interp.scoring import tokenize_answers  # noqa: E402
 from interp.tasks import TaskSet, get_task_set  # noqa: E402
 
@@ -295,8 +294,7 @@ def run_logit_lens(config: LogitLensConfig, show_progress: bool = True) -> Logit
     """Build prompts, run the logit lens (with controls), write tables and the figure."""
     prompts = make_prompts(config)
     model = make_model(config)
-    run = RunDir(config.out_dir("logit-lens"), {"analysis": "logit-lens", "config": asdict(config),
-                                                "model": model.describe()}, overwrite=config.overwrite)
+    run = open_run(config, "logit-lens", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
     table, rows = logit_lens(model, prompts, controls=config.controls, task_set=config.task_set,
                              top_k=config.top_k, show_progress=show_progress, return_rows=True,

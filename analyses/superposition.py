@@ -27,11 +27,10 @@ import pandas as pd  # noqa: E402
 
 from interp.cli import Command  # noqa: E402
 from interp.config import add_dataclass_args, from_args  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model, make_prompts  # noqa: E402
+from interp.experiment import ExperimentConfig, make_model, make_prompts, open_run  # noqa: E402
 from interp.metrics import summarize_tasks, superposition_metrics  # noqa: E402
 from interp.models import LoadedModel  # noqa: E402
 from interp.prompts import Prompt, save_prompts  # noqa: E402
-from interp.runs import RunDir  # noqa: E402
 from interp.scoring import PromptState, score_prompts  # noqa: E402
 from interp.topk import BeamConfig, enumerate_outputs, topk_counts  # noqa: E402
 
@@ -99,8 +98,7 @@ def run_superposition(config: SuperpositionConfig, show_progress: bool = True) -
     """Build prompts, score them, and write the run directory."""
     prompts = make_prompts(config)
     model = make_model(config)
-    run = RunDir(config.out_dir("superposition"), {"analysis": "superposition", "config": asdict(config),
-                                                   "model": model.describe()}, overwrite=config.overwrite)
+    run = open_run(config, "superposition", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
     result = analyse(model, prompts, config, show_progress=show_progress)
     run.write_csv("scores.csv", result.scores)

@@ -41,7 +41,7 @@ import dataclasses
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from interp.activations import get_activations  # noqa: E402
 from interp.cli import Command  # noqa: E402
 from interp.config import add_dataclass_args, from_args  # noqa: E402
 from interp.errors import InterpError  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model  # noqa: E402
+from interp.experiment import ExperimentConfig, make_model, open_run  # noqa: E402
 from interp.models import LoadedModel  # noqa: E402
 from interp.patching import PATCH_MODES, Patch, patched_logprobs  # noqa: E402
 from interp.progress import progress  # noqa: E402
@@ -810,8 +810,7 @@ def add_spread_residual(fits: pd.DataFrame, mean: Float[Tensor, "task layer d_mo
 def run_task_vectors(config: TaskVectorConfig, show_progress: bool = True) -> TaskVectorResult:
     """Run the whole analysis and write the run directory (tables, figures, vectors)."""
     model = make_model(config)
-    run = RunDir(config.out_dir("task-vectors"), {"analysis": "task-vectors", "config": asdict(config),
-                                                  "model": model.describe()}, overwrite=config.overwrite)
+    run = open_run(config, "task-vectors", model)
     r = analyse(model, config, show_progress, run)
     save_vectors(r.vectors, run.file("task_vectors.safetensors"), {"model": model.name, "task_set": config.task_set})
     run.write_csv("interpolation.csv", r.interp_curves)

@@ -6,11 +6,12 @@ the same ``--model --task-set --n-prompts --seed --mixture --out`` flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from interp.models import DEFAULT_MODEL, LoadedModel, load_model
 from interp.prompts import Prompt, build_prompts, parse_mixture
+from interp.runs import RunDir
 from interp.tasks import TaskSet, get_task_set
 
 
@@ -59,3 +60,9 @@ def make_prompts(config: ExperimentConfig, task_set: TaskSet | None = None) -> l
 
 def make_model(config: ExperimentConfig) -> LoadedModel:
     return load_model(config.model, device=config.device, dtype=config.dtype)
+
+
+def open_run(config: ExperimentConfig, analysis: str, model: LoadedModel) -> RunDir:
+    """The run directory of ``analysis``, recording its config and the model's description."""
+    return RunDir(config.out_dir(analysis), {"analysis": analysis, "config": asdict(config),
+                                             "model": model.describe()}, overwrite=config.overwrite)
