@@ -105,7 +105,8 @@ def training_info(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _resolve(config: MixtureCurveConfig) -> tuple[str, int]:
+def resolve_task_set(config: MixtureCurveConfig) -> tuple[str, int]:
+    """``(task_set, n_examples)`` for a mixture curve: explicit values, else the model's training config."""
     info = training_info(config.model).get("config", {})
     task_set = config.task_set or info.get("task_set", "")
     if task_set not in DEFAULT_PAIRS:
@@ -276,7 +277,7 @@ def run_mixture_curve(config: MixtureCurveConfig, show_progress: bool = True) ->
     """Build the mixed prompts, score every model, write tables, acceptance and the figure."""
     if not config.model:
         raise InterpError("pass --model (e.g. checkpoints/from-scratch/retrieval-L4-d128-h8)")
-    task_set, n_examples = _resolve(config)
+    task_set, n_examples = resolve_task_set(config)
     default_a, default_b = DEFAULT_PAIRS[task_set]
     task_a, task_b = config.task_a or default_a, config.task_b or default_b
     prompts, design = build_mixture_prompts(task_set, task_a, task_b, config.shares, config.n_prompts, n_examples,
@@ -324,7 +325,7 @@ def _cli_mixture(args: argparse.Namespace) -> int:
 def evaluate_trained(model_dir: Path, n_prompts: int = 50, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
     """Mixture curve of a freshly trained model, written as ``eval_summary.json`` beside it."""
     config = MixtureCurveConfig(model=str(model_dir), n_prompts=n_prompts, seed=seed)
-    task_set, n_examples = _resolve(config)
+    task_set, n_examples = resolve_task_set(config)
     task_a, task_b = DEFAULT_PAIRS[task_set]
     prompts, design = build_mixture_prompts(task_set, task_a, task_b, config.shares, n_prompts, n_examples, "exact", seed)
     model = load_model(str(model_dir))

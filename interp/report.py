@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import os
 import sys
 import time
@@ -228,6 +229,7 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
     for section in options:
         if section not in SECTIONS:
             raise InterpError(f"--set names unknown section {section}: known sections are {', '.join(SECTIONS)}")
+    previous_tables = _tables_of_previous_report(out)
     run = RunDir(out, {"analysis": "report", "config": dataclasses.asdict(config)}, overwrite=config.overwrite)
     ctx = ReportContext(config, out)
     ctx.seed_everything()
@@ -270,9 +272,22 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
         timings[name] = time.perf_counter() - start
         cpu[name] = time.process_time() - cpu_start
     index = page.write(out / "index.html")
+    # Tables an earlier report wrote here that this one did not (a section dropped or renamed)
+    # would sit beside the page as if they belonged to it.
+    for stale in previous_tables - {p.name for p in written}:
+        (out / stale).unlink(missing_ok=True)
     run.write_json("report.json", {"sections": names, "failed": failed, "timings_s": timings, "cpu_s": cpu,
                                    "tables": [p.name for p in written]})
     return ReportResult(index, failed, timings, written)
+
+
+def _tables_of_previous_report(out: Path) -> set[str]:
+    """CSV names the report previously written to ``out`` listed in its report.json (plain names only)."""
+    try:
+        tables = json.loads((out / "report.json").read_text()).get("tables", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {t for t in tables if isinstance(t, str) and t.endswith(".csv") and Path(t).name == t}
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -713,7 +728,7 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
         for d in progress(dirs, desc="from-scratch models"):
             cfg = fs.MixtureCurveConfig(model=str(d), task_set=opts.task_set, shares=shares, n_prompts=opts.n_prompts,
                                         seed=ctx.config.seed)
-            task_set, n_examples = fs._resolve(cfg)
+            task_set, n_examples = fs.resolve_task_set(cfg)
             a, b = fs.DEFAULT_PAIRS[task_set]
             prompts, design = fs.build_mixture_prompts(task_set, a, b, shares, opts.n_prompts, n_examples,
                                                        cfg.sampling, ctx.config.seed)

@@ -87,6 +87,23 @@ def test_failing_section_shows_box_and_others_render(tmp_path):
                      "section zz_missing failed: module analyses.does_not_exist is not installed in this checkout"]
 
 
+def test_overwrite_with_fewer_sections_removes_their_stale_tables(tmp_path):
+    @register_section("zz_table", "Table", "writes one table")
+    def table(ctx, opts):
+        return SectionOutput("<p>t</p>", tables={"numbers": pd.DataFrame({"x": [1, 2]})})
+
+    try:
+        build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,zz_table"), **QUIET)
+        assert (tmp_path / "zz_table-numbers.csv").exists()
+        (tmp_path / "my-notes.csv").write_text("kept\n")  # not written by the report: never touched
+        build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup", overwrite=True), **QUIET)
+    finally:
+        SECTIONS.pop("zz_table")
+    assert not (tmp_path / "zz_table-numbers.csv").exists()
+    assert (tmp_path / "my-notes.csv").read_text() == "kept\n"
+    assert "zz_table-numbers.csv" not in json.loads((tmp_path / "report.json").read_text())["tables"]
+
+
 def test_missing_model_fails_model_sections_with_one_line(tmp_path, capsys):
     code = main(["report", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "r"),
                  "--sections", "setup,superposition"])
