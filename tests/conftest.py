@@ -50,6 +50,22 @@ def tiny_llama():  # noqa: ANN201
     return load_cached("tiny-llama")
 
 
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> str:  # noqa: ANN001
+    """A fresh activation cache for one test (tests that count cache hits must not see others' entries)."""
+    path = str(tmp_path / "acts")
+    monkeypatch.setenv("INTERP_CACHE_DIR", path)
+    return path
+
+
+def small_prompts(task_set: str = "country", n: int = 3, per_task: int = 3, seed: int = 1):  # noqa: ANN201
+    """A few short mixed-task prompts (tiny-model tests)."""
+    from interp.prompts import build_prompts
+    from interp.tasks import get_task_set
+
+    return build_prompts(get_task_set(task_set), n_prompts=n, examples_per_task=per_task, seed=seed)
+
+
 @pytest.fixture(scope="session")
 def smollm2():  # noqa: ANN201
     return load_cached("smollm2-135m")

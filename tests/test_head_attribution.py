@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_prompts
 
 from analyses.head_attribution import (
     HeadAttributionConfig,
@@ -27,18 +28,13 @@ from analyses.head_attribution import (
 )
 from interp.activations import collect_activations, token_positions
 from interp.errors import InterpError
-from interp.prompts import build_prompts
 from interp.scoring import score_prompts
-from interp.tasks import get_task_set
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "acts"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _prompts(task_set: str = "country", n: int = 3, per_task: int = 3):  # noqa: ANN202
-    return build_prompts(get_task_set(task_set), n_prompts=n, examples_per_task=per_task, seed=2)
+    return small_prompts(task_set, n, per_task, seed=2)
 
 
 def test_decomposition_closes(tiny_model) -> None:  # noqa: ANN001
