@@ -521,6 +521,28 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     return TrainResult(config, model_dir, out, step, final_loss, wall, n_params, history, finished)
 
 
+@torch.no_grad()
+def in_context_curve(model: Any, config: TrainConfig, n_prompts: int = 64, seed: int = 12345) -> list[dict[str, float]]:
+    """Answer loss and accuracy by example index on fresh one-task training prompts.
+
+    The direct test of in-context learning: a model that infers the task from the context gets
+    better with every example (the first example's answer cannot be inferred, the later ones can);
+    a model stuck on a context-free guess has a flat curve. Rows: ``example`` (1-based), ``nll``
+    (answer character only, nats), ``accuracy`` (greedy answer correct).
+    """
+    batcher = Batcher(replace(config, batch_size=n_prompts), seed=seed)
+    ids, _, _ = batcher.next()
+    device = next(model.parameters()).device
+    logp = model(input_ids=ids.to(device)).logits.float().log_softmax(-1).cpu()
+    length, n = batcher.example_length, config.n_examples
+    predict_at = torch.arange(n) * length + (length - 3)  # the separator, whose next token is the answer
+    targets = ids[:, predict_at + 1]
+    nll = -logp[:, predict_at].gather(-1, targets[..., None])[..., 0]
+    correct = (logp[:, predict_at].argmax(-1) == targets).float()
+    return [{"example": i + 1, "nll": round(float(nll[:, i].mean()), 4), "accuracy": round(float(correct[:, i].mean()), 4)}
+            for i in range(n)]
+
+
 def export_checkpoint(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     """Turn ``<run_dir>/checkpoint`` (e.g. of a run still training) into a HF model dir to evaluate."""
     run_dir = Path(run_dir)

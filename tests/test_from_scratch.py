@@ -131,3 +131,22 @@ def test_shipped_model_still_superposes(name: str) -> None:
         assert curve.loc[1.0, "p_a"] >= 0.9, result.curve
         assert curve.loc[0.5, "p_a"] > 0.1 and curve.loc[0.5, "p_b"] > 0.1, result.curve
         assert curve.loc[0.8, "p_a"] > curve.loc[0.2, "p_a"]
+
+
+def test_in_context_curve_falls_for_a_model_that_learned_and_is_flat_for_chance() -> None:
+    from analyses.from_scratch import trained_in_context_curve
+
+    learned = trained_in_context_curve(SHIPPED / "bias-add-L3-d64-h4", n_prompts=32)
+    assert [row["example"] for row in learned] == list(range(1, 21))
+    # Example 1 cannot reveal h (≈ ln 10); one example pins it down for bias-add.
+    assert learned[0]["nll"] > 1.8 and max(row["nll"] for row in learned[1:]) < 0.3
+    assert min(row["accuracy"] for row in learned[1:]) > 0.9
+    chance = trained_in_context_curve(SHIPPED / "ablations" / "bias-add-L3-d64-h1", n_prompts=32)
+    assert all(abs(row["nll"] - chance[0]["nll"]) < 0.3 for row in chance)
+
+
+def test_in_context_curve_needs_a_trained_model(tmp_path) -> None:
+    from analyses.from_scratch import trained_in_context_curve
+
+    with pytest.raises(InterpError, match="training_config.json"):
+        trained_in_context_curve(tmp_path)
