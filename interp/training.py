@@ -87,6 +87,7 @@ class TrainConfig:
     preset: str = field(default="", metadata=_help(
         "start from a preset (cpu-retrieval, cpu-bias-add, paper-retrieval, paper-bias-add); "
         "flags given explicitly override it"))
+    from_preset: str = field(default="", metadata={"cli": False, "help": "the preset this config was built from"})
     task_set: str = field(default="bias-add", metadata=_help("retrieval or bias-add"))
     tasks: str = field(default="", metadata=_help("train on these tasks only, e.g. ret0,ret1 (default: all of the set)"))
     task_skew: float = field(default=0.0, metadata=_help(
@@ -137,7 +138,9 @@ class TrainConfig:
             f.name for f in fields(self) if getattr(self, f.name) != f.default
         }
         values = {k: v for k, v in PRESETS[self.preset].items() if k not in explicit}
-        return replace(self, **values)
+        # Applied once: a resolved config must not be resolved again, or a flag typed with the
+        # default's value (e.g. --d-model 128) would lose to the preset the second time.
+        return replace(self, **values, preset="", from_preset=self.preset)
 
     @property
     def mlp_width(self) -> int:

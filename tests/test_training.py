@@ -82,6 +82,13 @@ def test_preset_fills_defaults_but_explicit_values_win() -> None:
     assert c.task_set == "retrieval" and c.max_steps == 7
 
 
+def test_a_typed_flag_equal_to_the_default_survives_a_second_resolution() -> None:
+    # `interp train --preset cpu-bias-add --d-model 128`: 128 is TrainConfig's default, the preset says 64.
+    c = TrainConfig(preset="cpu-bias-add", d_model=128).resolved({"d_model"})
+    assert c.d_model == 128 and c.n_layers == 3 and c.from_preset == "cpu-bias-add"
+    assert c.resolved() == c  # train() resolves again; nothing may change
+
+
 def test_few_steps_lower_the_loss_and_model_reloads_with_identical_logits(tmp_path) -> None:
     config = TrainConfig(task_set="bias-add", max_steps=40, out=str(tmp_path / "run"), **TINY)
     result = train(config, show_progress=False)
