@@ -104,8 +104,8 @@ def test_shipped_checkpoint_is_small_and_documented(model_dir: Path) -> None:
 
 RETRIEVAL_NOT_LEARNED = pytest.mark.xfail(
     strict=True,
-    reason="the shipped retrieval model (1,650 steps on the shared CPU) has not learned the task yet; "
-    "replace it with a longer run (interp train --preset cpu-retrieval) and drop this marker",
+    reason="no CPU recipe measured learns retrieval (docs/from-scratch.md); ship a model that does "
+    "(e.g. interp train --preset paper-retrieval --device cuda) and drop this marker",
 )
 
 
