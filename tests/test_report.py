@@ -194,6 +194,18 @@ def test_from_scratch_section_shows_the_authors_log_beside_ours(tmp_path):
     assert "The authors&#x27; logged results" in html or "The authors' logged results" in html
 
 
+def test_from_scratch_section_shows_the_in_context_curve_of_trained_models(tmp_path):
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "from-scratch" / "bias-add-L3-d64-h4"
+    result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="from_scratch",
+                                       options=[f"from_scratch.models={shipped}", "from_scratch.n_prompts=2",
+                                                "from_scratch.shares=0,1"]), **QUIET)
+    assert result.failed == {}
+    icl = pd.read_csv(tmp_path / "from_scratch-in_context.csv")
+    assert icl["example"].tolist() == list(range(1, 21)) and set(icl["model"]) == {"bias-add-L3-d64-h4"}
+    assert icl["nll"].iloc[0] > 1.8 and icl["nll"].iloc[1:].max() < 0.3  # learned: flat after one example
+    assert "Answer loss by example index" in result.index.read_text()
+
+
 def test_run_directory_that_does_not_exist(tmp_path):
     lines: list[str] = []
     result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,from_scratch,scale",
