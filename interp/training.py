@@ -65,8 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                          init_std=0.1, tie_embeddings=True, rope_theta=100.0),
     # Retrieval does NOT learn task inference on the CPU within 30 minutes with any recipe measured
     # (docs/from-scratch.md lists them: widths 64/128, 4/8 heads, RoPE base 10/100/10^4, batch 16/32,
-    # 2 or 8 tasks): every run reaches a "copy one of the candidate letters" plateau with a flat
-    # in-context curve. This preset is the cheapest of them (0.085 s/step on one thread); the shipped
+    # 2 or 8 tasks): every 8-task run stays on a "copy one of the candidate letters" plateau with a
+    # flat in-context curve; only a two-task run with batch 64 / lr 2e-3 learned (and does not superpose). This preset is the cheapest of them (0.085 s/step on one thread); the shipped
     # retrieval model is its first 1,650 steps. init_std 0.1 was ~3x faster than 0.02.
     "cpu-retrieval": dict(task_set="retrieval", n_layers=4, d_model=64, n_heads=4, n_examples=10, batch_size=16,
                           max_steps=6000, lr=5e-3, warmup_steps=200, schedule="wsd", decay_frac=0.1,
