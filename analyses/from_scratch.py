@@ -332,7 +332,7 @@ def evaluate_trained(model_dir: Path, n_prompts: int = 50, seed: int = 0, show_p
     result = analyse({"model": model}, prompts, design, "\n", config.batch_size, show_progress)
     curve = result.curve.drop(columns="model")
     summary = {
-        "in_context_curve": trained_in_context_curve(model_dir),
+        "in_context_curve": trained_in_context_curve(model_dir, model=model),
         "protocol": {"task_set": task_set, "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
                      "n_prompts_per_d": n_prompts, "sampling": "exact", "end_of_answer": "\\n", "seed": seed},
         "curve": curve[["d", "p_a", "p_b", "other", "p_top", "p_second"]].round(4).to_dict(orient="records"),
@@ -342,23 +342,19 @@ def evaluate_trained(model_dir: Path, n_prompts: int = 50, seed: int = 0, show_p
     return summary
 
 
-def trained_in_context_curve(model_dir: str | Path, n_prompts: int = 64) -> list[dict[str, float]]:
-    """Answer loss by example index on the model's own training distribution (see ``in_context_curve``)."""
-    from safetensors.torch import load_file
+def trained_in_context_curve(model_dir: str | Path, n_prompts: int = 64,
+                             model: LoadedModel | None = None) -> list[dict[str, float]]:
+    """Answer loss by example index on the model's own training distribution (see ``in_context_curve``).
 
-    from interp.training import TrainConfig, build_model, in_context_curve
+    Pass ``model`` when ``model_dir`` is already loaded, so it is not loaded a second time.
+    """
+    from interp.training import TrainConfig, in_context_curve
 
     info = training_info(model_dir)
     if "config" not in info:
         raise InterpError(f"{model_dir} has no training_config.json: only models trained by `interp train` have one")
-    known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in info["config"].items() if k in known})
-    model = build_model(config)
-    state = load_file(str(Path(model_dir) / "model.safetensors"))
-    if config.tie_embeddings:
-        state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
-    model.load_state_dict(state)
-    return in_context_curve(model.eval(), config, n_prompts)
+    model = model or load_model(str(model_dir))
+    return in_context_curve(model.hf_model, TrainConfig.from_dict(info["config"]), n_prompts)
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:

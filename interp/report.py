@@ -732,11 +732,12 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
             a, b = fs.DEFAULT_PAIRS[task_set]
             prompts, design = fs.build_mixture_prompts(task_set, a, b, shares, opts.n_prompts, n_examples,
                                                        cfg.sampling, ctx.config.seed)
-            result = fs.analyse({d.name: load_model(str(d))}, prompts, design, cfg.end_of_answer, cfg.batch_size,
+            model = load_model(str(d))
+            result = fs.analyse({d.name: model}, prompts, design, cfg.end_of_answer, cfg.batch_size,
                                 show_progress=True)
             frames.append(result.curve.assign(task_set=task_set, task_a=a, task_b=b))
             if fs.training_info(d):
-                in_context.append(pd.DataFrame(fs.trained_in_context_curve(d)).assign(model=d.name))
+                in_context.append(pd.DataFrame(fs.trained_in_context_curve(d, model=model)).assign(model=d.name))
         curve = pd.concat(frames, ignore_index=True)
     parts = []
     for task_set, g in curve.groupby("task_set", sort=False):

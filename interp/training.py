@@ -66,7 +66,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Retrieval does NOT learn task inference on the CPU within 30 minutes with any recipe measured
     # (docs/from-scratch.md lists them: widths 64/128, 4/8 heads, RoPE base 10/100/10^4, batch 16/32,
     # 2 or 8 tasks): every 8-task run stays on a "copy one of the candidate letters" plateau with a
-    # flat in-context curve; only a two-task run with batch 64 / lr 2e-3 learned (and does not superpose). This preset is the cheapest of them (0.085 s/step on one thread); the shipped
+    # flat in-context curve; only a two-task run with batch 64 / lr 2e-3 learned (and does not
+    # superpose). This preset is the cheapest of them (0.085 s/step on one thread); the shipped
     # retrieval model is its first 1,650 steps. init_std 0.1 was ~3x faster than 0.02.
     "cpu-retrieval": dict(task_set="retrieval", n_layers=4, d_model=64, n_heads=4, n_examples=10, batch_size=16,
                           max_steps=6000, lr=5e-3, warmup_steps=200, schedule="wsd", decay_frac=0.1,
@@ -143,6 +144,12 @@ class TrainConfig:
         # Applied once: a resolved config must not be resolved again, or a flag typed with the
         # default's value (e.g. --d-model 128) would lose to the preset the second time.
         return replace(self, **values, preset="", from_preset=self.preset)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from a saved JSON dict; keys this version does not know are ignored, missing ones default."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def mlp_width(self) -> int:
@@ -429,8 +436,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     ckpt_dir = out / "checkpoint"
     if config_path.exists():
         # Fields missing from an older run's file take their defaults.
-        previous = _comparable(replace(TrainConfig(), **{
-            k: v for k, v in json.loads(config_path.read_text()).items() if k in asdict(config)}))
+        previous = _comparable(TrainConfig.from_dict(json.loads(config_path.read_text())))
         if previous != _comparable(config) and (ckpt_dir.exists() or (out / "model").exists()):
             raise InterpError(f"{out} holds a run with a different training config: pass another --out")
     config_path.write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
@@ -554,7 +560,7 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path | None = None) -> Pa
     state_path = run_dir / "checkpoint" / "state.json"
     if not state_path.exists():
         raise InterpError(f"{run_dir} has no checkpoint yet: wait for the first --checkpoint-every steps")
-    config = TrainConfig(**json.loads((run_dir / "train_config.json").read_text()))
+    config = TrainConfig.from_dict(json.loads((run_dir / "train_config.json").read_text()))
     state = json.loads(state_path.read_text())
     model = build_model(config)
     model.load_state_dict(load_file(str(run_dir / "checkpoint" / "model.safetensors")))
