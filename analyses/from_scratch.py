@@ -201,18 +201,32 @@ def summarize_curve(per_prompt: pd.DataFrame) -> pd.DataFrame:
 
 
 def acceptance_checks(curve: pd.DataFrame) -> dict[str, Any]:
-    """The issue's acceptance checks on a mixture curve (d = 0.5 split, monotone, endpoints)."""
+    """The issue's acceptance checks on a mixture curve (d = 0.5 split, monotone, endpoints).
+
+    The curve is a mean over sampled prompts, so "monotone" allows each step down to be within two
+    standard errors of the difference of its two means (when ``p_a_std`` and ``n_prompts`` are
+    given; an exact curve must not go down at all). A model that picks one task per prompt has
+    per-prompt std ≈ .5, so with 50 prompts per d a real dip of .1 is still caught only about half
+    the time: evaluate with more prompts (the authors used 1,000) for a sharp check.
+    ``p_a_largest_drop`` is reported either way.
+    """
     c = curve.set_index("d")
     mid = c.loc[min(c.index, key=lambda d: abs(d - 0.5))]
     p_a = c["p_a"].to_numpy()
+    drops = np.diff(p_a)
+    tolerance = np.zeros_like(drops)
+    if {"p_a_std", "n_prompts"} <= set(c.columns):
+        se = (c["p_a_std"] / np.sqrt(c["n_prompts"])).to_numpy()
+        tolerance = 2 * np.sqrt(se[1:] ** 2 + se[:-1] ** 2)
     checks = {
         "mid_both_ge_0.3": bool(mid["p_a"] >= 0.3 and mid["p_b"] >= 0.3),
         "mid_other_le_0.1": bool(mid["other"] <= 0.1),
-        "p_a_monotone": bool(np.all(np.diff(p_a) >= -1e-9)),
+        "p_a_monotone": bool(np.all(drops >= -tolerance - 1e-9)),
+        "p_a_largest_drop": round(float(max(0.0, -drops.min(initial=0.0))), 4),
         "d0_p_b_ge_0.95": bool(c.loc[c.index.min(), "p_b"] >= 0.95) if c.index.min() == 0 else None,
         "d1_p_a_ge_0.95": bool(c.loc[c.index.max(), "p_a"] >= 0.95) if c.index.max() == 1 else None,
     }
-    checks["passed"] = all(v for v in checks.values() if v is not None)
+    checks["passed"] = all(v for k, v in checks.items() if v is not None and k != "p_a_largest_drop")
     return checks
 
 

@@ -89,6 +89,11 @@ class Section:
 SECTIONS: dict[str, Section] = {}
 
 
+def table_file(section: str, table: str) -> str:
+    """The CSV a section's table is written to (the page links it under this name)."""
+    return f"{section}-{table}.csv"
+
+
 def register_section(name: str, title: str, explanation: str, options: type | None = None
                      ) -> Callable[[Callable[..., SectionOutput]], Callable[..., SectionOutput]]:
     """Add a section; sections render in registration order."""
@@ -249,7 +254,7 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
             result = section.run(ctx, opts)
             links = []
             for table_name, frame in result.tables.items():
-                file_name = f"{name}-{table_name}.csv"
+                file_name = table_file(name, table_name)
                 written.append(run.write_csv(file_name, frame))
                 links.append(f'<a class="csv" href="{esc(file_name)}">{esc(file_name)}</a>')
             if result.error:
@@ -443,10 +448,10 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
             fig, f"per-prompt P(answer) stacked by task (first {min(opts.show_prompts, len(prompts))} prompts), "
                  "their mean, and the in-context mix"))
         html_parts.append(table_html(result.summary[["task", "share", "mean", "var", "sorted_mean"]],
-                                     csv_name=f"superposition-{task_set}-scores.csv"))
+                                     csv_name=table_file("superposition", f"{task_set}-scores")))
     metrics = pd.DataFrame(metric_rows)
     tables = {"metrics": metrics, "summary": pd.concat(summaries) if summaries else pd.DataFrame(), **tables}
-    html_parts.insert(1, "<h3>Metrics</h3>" + table_html(metrics, csv_name="superposition-metrics.csv"))
+    html_parts.insert(1, "<h3>Metrics</h3>" + table_html(metrics, csv_name=table_file("superposition", "metrics")))
     if "error" in metrics and metrics["error"].notna().all():
         raise InterpError(f"every task set failed; first: {metrics['error'].iloc[0]}")
     return SectionOutput("\n".join(html_parts), tables)
@@ -491,7 +496,7 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
         tables[f"{task_set}"] = table
         fig = logit_lens_mod.plot_logit_lens(table, f"logit lens · {model.name} · {task_set} · {len(prompts)} prompts")
         parts.append(f"<h3>{esc(task_set)}</h3>" + _fig_html(fig)
-                     + table_html(entry, csv_name="logit_lens-entry_layers.csv"))
+                     + table_html(entry, csv_name=table_file("logit_lens", "entry_layers")))
     entry_all = pd.concat(entries, ignore_index=True)
     parts.insert(0, note("We hold no paper figure or logged numbers for this analysis, so only ours are shown."))
     return SectionOutput("\n".join(parts), {"entry_layers": entry_all, **tables})
@@ -546,9 +551,9 @@ def section_task_vectors(ctx: ReportContext, opts: TaskVectorSectionOptions) -> 
     html_out = (note("The paper's task-vector numbers (best layers, LDA maps, interpolation probabilities) are not "
                      "available to us, so none are shown; the authors' exploration notebook patched mid-depth layers "
                      "(about 14-16 of 32) of Llama-3-8B / Qwen-7B.")
-                + "".join(figs) + "<h3>Best layers</h3>" + table_html(r.best, csv_name="task_vectors-best_layers.csv")
-                + f"<h3>Weights at layer {r.layer}</h3>" + table_html(r.weights, csv_name="task_vectors-weights.csv")
-                + "<h3>Interpolation summary</h3>" + table_html(summary, csv_name="task_vectors-interpolation_summary.csv"))
+                + "".join(figs) + "<h3>Best layers</h3>" + table_html(r.best, csv_name=table_file("task_vectors", "best_layers"))
+                + f"<h3>Weights at layer {r.layer}</h3>" + table_html(r.weights, csv_name=table_file("task_vectors", "weights"))
+                + "<h3>Interpolation summary</h3>" + table_html(summary, csv_name=table_file("task_vectors", "interpolation_summary")))
     return SectionOutput(html_out, {"best_layers": r.best, "weights": r.weights.assign(layer=r.layer),
                                     "projection_fits": r.fits, "layer_sweep": r.sweep_summary,
                                     "interpolation": curves, "interpolation_summary": summary})
@@ -646,9 +651,9 @@ def section_head_attribution(ctx: ReportContext, opts: HeadAttributionSectionOpt
     parts.append(_fig_html(ha.plot_overlap_and_ablation(jaccard, ablation, f"top-{opts.top_n} heads · {title}"),
                            "overlap of the tasks' top heads, and the effect of ablating them"))
     top = ranking[ranking["rank"] <= opts.top_n]
-    parts.append(f"<h3>Top {opts.top_n} heads per task</h3>" + table_html(top, csv_name="head_attribution-ranking.csv"))
+    parts.append(f"<h3>Top {opts.top_n} heads per task</h3>" + table_html(top, csv_name=table_file("head_attribution", "ranking")))
     if ablation is not None:
-        parts.append("<h3>Ablation</h3>" + table_html(ablation, csv_name="head_attribution-ablation.csv"))
+        parts.append("<h3>Ablation</h3>" + table_html(ablation, csv_name=table_file("head_attribution", "ablation")))
     # Attention of every task's top heads on one real prompt of the analysis.
     shown = list(dict.fromkeys(h for t in result.tasks for h in ha.top_heads(result, t, opts.top_n, opts.rank_by)))
     prompt = prompts[0]
@@ -748,9 +753,9 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
     paper = fs.PAPER_COPY_CURVE.rename(columns={"p_a": "copy: P(t0)", "other": "copy: other"}).merge(
         fs.PAPER_BIAS_ADD_CURVE.rename(columns={"p_a": "bias_add_simple: P(t0)"}), on="d")
     ours = curve[[c for c in ("model", "d", "p_a", "p_b", "other", "n_prompts") if c in curve]]
-    parts.append('<div class="side-by-side"><div><h3>Ours</h3>' + table_html(ours, 60, csv_name="from_scratch-curve.csv")
+    parts.append('<div class="side-by-side"><div><h3>Ours</h3>' + table_html(ours, 60, csv_name=table_file("from_scratch", "curve"))
                  + "</div><div><h3>The authors' logged results</h3>"
-                 + table_html(paper, csv_name="from_scratch-paper_logged.csv")
+                 + table_html(paper, csv_name=table_file("from_scratch", "paper_logged"))
                  + '<p class="meta">Source: the authors\' <code>run_summaries.json</code> (icl-pretraining); '
                    "mean P(task-0 answer) per share d; d = 0 and 1 put ≥ 0.9999 on the single in-context task.</p>"
                    "</div></div>")
@@ -760,7 +765,7 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
         wide = long.pivot(index="model", columns="example", values="nll").reset_index()
         wide.columns = ["model"] + [f"ex {c}" for c in wide.columns[1:]]
         parts.append("<h3>Does each model use its context? Answer loss by example index</h3>"
-                     + table_html(wide, 60, csv_name="from_scratch-in_context.csv")
+                     + table_html(wide, 60, csv_name=table_file("from_scratch", "in_context"))
                      + '<p class="meta">Mean answer loss (nats) at the 1st, 2nd, … example of fresh one-task training '
                        "prompts. Example 1 cannot reveal the task; a curve that drops after it means the model infers "
                        "the task from context, a flat one (at ln 8 = 2.08 for retrieval, ln 10 = 2.30 for bias-add) "
@@ -819,7 +824,7 @@ def section_scale(ctx: ReportContext, opts: ScaleSectionOptions) -> SectionOutpu
         summary = sc.summarize(pd.concat(tables, ignore_index=True))
         title = f"{opts.task_set}: {opts.n_prompts} prompts per K, {opts.n_examples} examples"
     html_out = (_fig_html(sc.plot_scale(summary, title), "r/K and KL against parameters, one line per K")
-                + table_html(summary, csv_name="scale-summary.csv"))
+                + table_html(summary, csv_name=table_file("scale", "summary")))
     return SectionOutput(html_out, {"summary": summary})
 
 

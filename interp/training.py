@@ -63,15 +63,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-bias-add": dict(task_set="bias-add", n_layers=3, d_model=64, n_heads=4, n_examples=20, batch_size=32,
                          max_steps=1350, lr=3e-3, warmup_steps=100, schedule="wsd", decay_frac=100 / 1350,
                          init_std=0.1, tie_embeddings=True, rope_theta=100.0),
-    # Retrieval does NOT learn task inference on the CPU within 30 minutes with any recipe measured
-    # (docs/from-scratch.md lists them: widths 64/128, 4/8 heads, RoPE base 10/100/10^4, batch 16/32,
-    # 2 or 8 tasks): every 8-task run stays on a "copy one of the candidate letters" plateau with a
-    # flat in-context curve; only a two-task run with batch 64 / lr 2e-3 learned (and does not
-    # superpose). This preset is the cheapest of them (0.085 s/step on one thread); the shipped
-    # retrieval model is its first 1,650 steps. init_std 0.1 was ~3x faster than 0.02.
-    "cpu-retrieval": dict(task_set="retrieval", n_layers=4, d_model=64, n_heads=4, n_examples=10, batch_size=16,
-                          max_steps=6000, lr=5e-3, warmup_steps=200, schedule="wsd", decay_frac=0.1,
-                          init_std=0.1, tie_embeddings=True),
+    # Retrieval: every recipe measured on all 8 tasks from the start stays on a "copy one of the
+    # candidate letters" plateau (loss ~1.06, flat in-context curve; 13,120 steps / 30 min with this
+    # preset's settings minus the curriculum; docs/from-scratch.md lists the others). Two tasks first
+    # escapes it: ret2/ret6 alone learn at step ~1,300 (batch 64, lr 2e-3, RoPE base 10), and the
+    # same weights then learn all 8 tasks within ~300 steps of the switch. Stopped at 4,500 steps
+    # with a constant lr: training on (loss flat at ~0.12) and a WSD cooldown (10,000 steps) moved
+    # mass on mixed prompts away from both answers (other at d = .5: .04 -> .17, random pairs).
+    "cpu-retrieval": dict(task_set="retrieval", n_layers=4, d_model=64, n_heads=4, n_examples=10, batch_size=64,
+                          max_steps=4500, lr=2e-3, warmup_steps=200, schedule="constant",
+                          init_std=0.1, tie_embeddings=True, rope_theta=10.0, curriculum="ret2,ret6@2000",
+                          threads=2),
     # The authors' from-scratch setup (JackCai1206/icl-pretraining): 6 layers, d 384, 6 heads,
     # 100 examples per prompt, AdamW 5e-4, WSD (warmup 10%, decay 500 of 5000 steps). GPU only.
     "paper-retrieval": dict(task_set="retrieval", n_layers=6, d_model=384, n_heads=6, n_examples=100,
@@ -93,6 +95,9 @@ class TrainConfig:
     from_preset: str = field(default="", metadata={"cli": False, "help": "the preset this config was built from"})
     task_set: str = field(default="bias-add", metadata=_help("retrieval or bias-add"))
     tasks: str = field(default="", metadata=_help("train on these tasks only, e.g. ret0,ret1 (default: all of the set)"))
+    curriculum: str = field(default="", metadata=_help(
+        "start on fewer tasks: 'ret2,ret6@2000' trains on ret2 and ret6 until step 2000, then on --tasks; stages "
+        "separated by ';' (e.g. 'ret2,ret6@2000;ret0,ret2,ret4,ret6@4000'); empty = no curriculum"))
     task_skew: float = field(default=0.0, metadata=_help(
         "skewed training: this fraction of prompts (e.g. 0.9) uses the first half of the tasks, the rest the second "
         "half (0 = uniform)"))
@@ -176,6 +181,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise InterpError(f"{name} must be at least 1")
         task_names(self)  # raises for unknown task names
+        curriculum_stages(self)  # raises for a malformed curriculum
 
 
 # ------------------------------------------------------------------------------------- data
@@ -201,6 +207,25 @@ def task_params(config: TrainConfig) -> list[int]:
     return [int(t.lstrip("retplus")) for t in task_names(config)]
 
 
+def curriculum_stages(config: TrainConfig) -> list[tuple[int, list[str]]]:
+    """``[(until_step, task names), ...]`` of ``config.curriculum``, in order (empty without one)."""
+    stages: list[tuple[int, list[str]]] = []
+    known = all_task_names(config.task_set)
+    for part in (p.strip() for p in config.curriculum.split(";") if p.strip()):
+        names, at, until = part.rpartition("@")
+        chosen = [t.strip() for t in names.split(",") if t.strip()]
+        if not at or not until.strip().isdigit() or not chosen:
+            raise InterpError(f"curriculum stage {part!r}: write TASKS@STEP, e.g. ret2,ret6@2000")
+        unknown = [t for t in chosen if t not in known]
+        if unknown:
+            raise InterpError(f"curriculum stage {part!r}: unknown tasks {unknown}; use some of {', '.join(known)}")
+        step = int(until)
+        if stages and step <= stages[-1][0]:
+            raise InterpError(f"curriculum stage {part!r}: steps must increase (previous stage ends at {stages[-1][0]})")
+        stages.append((step, chosen))
+    return stages
+
+
 def task_weights(config: TrainConfig) -> list[float]:
     """Sampling probability of each training task per prompt (uniform, or skewed first/second half)."""
     n = len(task_names(config))
@@ -211,7 +236,11 @@ def task_weights(config: TrainConfig) -> list[float]:
 
 
 class Batcher:
-    """Seeded on-the-fly batches of one-task-per-prompt training sequences (token ids + labels)."""
+    """Seeded on-the-fly batches of one-task-per-prompt training sequences (token ids + labels).
+
+    With a curriculum, ``next(step)`` samples the task of each prompt from the stage ``step`` is in
+    (uniformly); after the last stage, and when no step is given, from the full task list.
+    """
 
     def __init__(self, config: TrainConfig, seed: int) -> None:
         tokenizer = build_char_tokenizer()
@@ -223,17 +252,23 @@ class Batcher:
         self.newline = vocab["\n"]
         self.params = torch.tensor(task_params(config))
         self.weights = torch.tensor(task_weights(config), dtype=torch.float64)
+        self.stages = [(until, torch.tensor([int(t.lstrip("retplus")) for t in names]))
+                       for until, names in curriculum_stages(config)]
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def example_length(self) -> int:
         return RETRIEVAL_LENGTH + 3 if self.config.task_set == "retrieval" else 4
 
-    def next(self) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
-        """One batch: ``(input_ids, labels, task index per prompt)``; labels are -100 off the answers."""
+    def next(self, step: int | None = None
+             ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
+        """One batch: ``(input_ids, labels, h per prompt)``; labels are -100 off the answers."""
         b, n, g = self.config.batch_size, self.config.n_examples, self.generator
-        task = torch.multinomial(self.weights, b, replacement=True, generator=g)
-        h = self.params[task][:, None]  # [b, 1]
+        params, weights = self.params, self.weights
+        stage = next((p for until, p in self.stages if step is not None and step < until), None)
+        if stage is not None:
+            params, weights = stage, torch.ones(len(stage), dtype=torch.float64)
+        h = params[torch.multinomial(weights, b, replacement=True, generator=g)][:, None]  # [b, 1]
         if self.config.task_set == "retrieval":
             # 8 distinct letters per example: the first 8 of a random permutation of the 52.
             idx = torch.rand(b, n, len(self.letters), generator=g).argsort(-1)[..., :RETRIEVAL_LENGTH]
@@ -247,7 +282,7 @@ class Batcher:
         ids = torch.cat([inputs, sep, answers, nl], dim=-1)  # [b, n, example_length]
         labels = torch.full_like(ids, IGNORE)
         labels[..., -2:] = ids[..., -2:]  # the answer character and its newline
-        return ids.reshape(b, -1), labels.reshape(b, -1), task
+        return ids.reshape(b, -1), labels.reshape(b, -1), h[:, 0]
 
 
 # ------------------------------------------------------------------------------------ model
@@ -474,7 +509,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         lr = lr_at(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        ids, labels, _ = batcher.next()
+        ids, labels, _ = batcher.next(step)
         ids, labels = ids.to(device), labels.to(device)
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -524,6 +559,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         "device": device,
         "tasks": task_names(config),
         "task_weights": task_weights(config),
+        "curriculum": [{"until_step": until, "tasks": names} for until, names in curriculum_stages(config)],
         "loss": "cross-entropy on each example's answer character and its newline (inputs masked)",
         "history": history,
     }

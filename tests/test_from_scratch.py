@@ -53,6 +53,11 @@ def test_acceptance_checks_pass_and_fail() -> None:
     assert not checks["passed"] and not checks["mid_other_le_0.1"]
     bumpy = good.assign(p_a=[0, .1, .3, .2, .4, .5, .6, .7, .8, .9, 1.0])
     assert not acceptance_checks(bumpy)["p_a_monotone"]
+    assert acceptance_checks(bumpy)["p_a_largest_drop"] == pytest.approx(0.1)
+    # A sampled curve: a dip within sampling error passes, one well outside it does not.
+    noisy = bumpy.assign(p_a_std=[0.5] * 11, n_prompts=[50] * 11)  # SE of a step ≈ .14
+    assert acceptance_checks(noisy)["p_a_monotone"]
+    assert not acceptance_checks(noisy.assign(n_prompts=[5000] * 11))["p_a_monotone"]
 
 
 def test_curve_on_tiny_random_model_is_a_probability_split(tiny_model) -> None:
@@ -102,14 +107,7 @@ def test_shipped_checkpoint_is_small_and_documented(model_dir: Path) -> None:
     assert len(summary["curve"]) == 11
 
 
-RETRIEVAL_NOT_LEARNED = pytest.mark.xfail(
-    strict=True,
-    reason="no CPU recipe measured learns retrieval (docs/from-scratch.md); ship a model that does "
-    "(e.g. interp train --preset paper-retrieval --device cuda) and drop this marker",
-)
-
-
-@pytest.mark.parametrize("name", [pytest.param("retrieval", marks=RETRIEVAL_NOT_LEARNED), "bias-add"])
+@pytest.mark.parametrize("name", ["retrieval", "bias-add"])
 def test_shipped_model_still_superposes(name: str) -> None:
     dirs = [p for p in MAIN_DIRS if p.name.startswith(name + "-L")]
     assert dirs, f"no shipped {name} checkpoint"
@@ -119,12 +117,17 @@ def test_shipped_model_still_superposes(name: str) -> None:
     info = json.loads((dirs[0] / "training_config.json").read_text())["config"]
     pair = ("ret2", "ret6") if name == "retrieval" else ("plus2", "plus7")
     d = [round(0.1 * i, 1) for i in range(11)]
-    prompts, design = build_mixture_prompts(name, *pair, d, n_prompts=4, n_examples=info["n_examples"], seed=7)
+    # Each prompt picks (nearly) one task, so the mean over prompts needs enough prompts per d to
+    # be a curve at all: 100 (a few seconds on these 0.3M-parameter models).
+    n_prompts = 100 if name == "retrieval" else 4
+    prompts, design = build_mixture_prompts(name, *pair, d, n_prompts=n_prompts, n_examples=info["n_examples"], seed=7)
     result = analyse({"m": model}, prompts, design, show_progress=False)
     checks = result.acceptance["m"]
     curve = result.curve.set_index("d")
     if name == "retrieval":
+        # The acceptance, on the shipped retrieval model.
         assert checks["passed"], (checks, result.curve)
+        assert checks["p_a_largest_drop"] < 0.1, result.curve
     else:
         # bias-add: the acceptance is on retrieval; here we require the endpoints and a rising P(A).
         assert checks["d0_p_b_ge_0.95"] or curve.loc[0.0, "p_b"] >= 0.9, result.curve
@@ -141,6 +144,9 @@ def test_in_context_curve_falls_for_a_model_that_learned_and_is_flat_for_chance(
     # Example 1 cannot reveal h (≈ ln 10); one example pins it down for bias-add.
     assert learned[0]["nll"] > 1.8 and max(row["nll"] for row in learned[1:]) < 0.3
     assert min(row["accuracy"] for row in learned[1:]) > 0.9
+    # Retrieval: example 1 leaves the 8 letters of the line (≈ ln 8); from example 2 on, h is known.
+    retrieval = trained_in_context_curve(SHIPPED / "retrieval-L4-d64-h4", n_prompts=32)
+    assert retrieval[0]["nll"] > 1.5 and max(row["nll"] for row in retrieval[1:]) < 0.2, retrieval
     chance = trained_in_context_curve(SHIPPED / "ablations" / "bias-add-L3-d64-h1", n_prompts=32)
     assert all(abs(row["nll"] - chance[0]["nll"]) < 0.3 for row in chance)
 

@@ -53,6 +53,25 @@ def test_batches_hold_one_task_per_prompt_with_correct_answers(task_set: str) ->
     assert torch.equal(ids, again)
 
 
+def test_curriculum_samples_the_stage_tasks_then_all() -> None:
+    config = TrainConfig(task_set="retrieval", n_examples=2, batch_size=400, curriculum="ret2,ret6@10;ret1,ret2,ret5@20")
+    batcher = Batcher(config, seed=0)
+    assert set(batcher.next(0)[2].tolist()) == {2, 6}
+    assert set(batcher.next(9)[2].tolist()) == {2, 6}
+    assert set(batcher.next(10)[2].tolist()) == {1, 2, 5}
+    assert set(batcher.next(20)[2].tolist()) == set(range(8))
+    assert set(batcher.next()[2].tolist()) == set(range(8))  # no step: the full task list (evaluation)
+
+
+@pytest.mark.parametrize("curriculum, message", [
+    ("ret2,ret6", "TASKS@STEP"), ("ret2,ret9@10", "unknown tasks"), ("ret2@10;ret3@5", "steps must increase"),
+    ("@10", "TASKS@STEP"),
+])
+def test_bad_curriculum_is_one_clear_error(curriculum: str, message: str) -> None:
+    with pytest.raises(InterpError, match=message):
+        TrainConfig(task_set="retrieval", curriculum=curriculum).validate()
+
+
 def test_skewed_task_weights() -> None:
     w = task_weights(TrainConfig(task_set="retrieval", task_skew=0.9))
     assert w[:4] == pytest.approx([0.225] * 4) and w[4:] == pytest.approx([0.025] * 4)
