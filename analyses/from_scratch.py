@@ -222,12 +222,11 @@ def acceptance_checks(curve: pd.DataFrame) -> dict[str, Any]:
         "mid_both_ge_0.3": bool(mid["p_a"] >= 0.3 and mid["p_b"] >= 0.3),
         "mid_other_le_0.1": bool(mid["other"] <= 0.1),
         "p_a_monotone": bool(np.all(drops >= -tolerance - 1e-9)),
-        "p_a_largest_drop": round(float(max(0.0, -drops.min(initial=0.0))), 4),
         "d0_p_b_ge_0.95": bool(c.loc[c.index.min(), "p_b"] >= 0.95) if c.index.min() == 0 else None,
         "d1_p_a_ge_0.95": bool(c.loc[c.index.max(), "p_a"] >= 0.95) if c.index.max() == 1 else None,
     }
-    checks["passed"] = all(v for k, v in checks.items() if v is not None and k != "p_a_largest_drop")
-    return checks
+    return {**checks, "p_a_largest_drop": round(float(max(0.0, -drops.min(initial=0.0))), 4),
+            "passed": all(v for v in checks.values() if v is not None)}
 
 
 def plot_curves(curves: dict[str, pd.DataFrame], title: str, task_set: str) -> plt.Figure:

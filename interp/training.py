@@ -191,34 +191,41 @@ def all_task_names(task_set: str) -> list[str]:
     return [f"ret{h}" for h in range(RETRIEVAL_LENGTH)] if task_set == "retrieval" else [f"plus{h}" for h in range(10)]
 
 
-def task_names(config: TrainConfig) -> list[str]:
-    names = all_task_names(config.task_set)
-    if not config.tasks:
-        return names
-    chosen = [t.strip() for t in config.tasks.split(",") if t.strip()]
+def parse_task_list(text: str, task_set: str) -> list[str]:
+    """Comma-separated task names of ``task_set`` (one-line error naming the known ones)."""
+    names = all_task_names(task_set)
+    chosen = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in chosen if t not in names]
     if unknown:
-        raise InterpError(f"unknown tasks {unknown} for {config.task_set!r}: use some of {', '.join(names)}")
+        raise InterpError(f"unknown tasks {unknown} for {task_set!r}: use some of {', '.join(names)}")
     return chosen
+
+
+def task_names(config: TrainConfig) -> list[str]:
+    return parse_task_list(config.tasks, config.task_set) if config.tasks else all_task_names(config.task_set)
+
+
+def task_param(name: str) -> int:
+    """The hidden parameter h of a task (ret3 -> position 3, plus7 -> bias 7)."""
+    return int(name.lstrip("retplus"))
 
 
 def task_params(config: TrainConfig) -> list[int]:
     """The hidden parameter h of every training task (position, or the added bias)."""
-    return [int(t.lstrip("retplus")) for t in task_names(config)]
+    return [task_param(t) for t in task_names(config)]
 
 
 def curriculum_stages(config: TrainConfig) -> list[tuple[int, list[str]]]:
     """``[(until_step, task names), ...]`` of ``config.curriculum``, in order (empty without one)."""
     stages: list[tuple[int, list[str]]] = []
-    known = all_task_names(config.task_set)
     for part in (p.strip() for p in config.curriculum.split(";") if p.strip()):
         names, at, until = part.rpartition("@")
-        chosen = [t.strip() for t in names.split(",") if t.strip()]
+        try:
+            chosen = parse_task_list(names, config.task_set)
+        except InterpError as exc:
+            raise InterpError(f"curriculum stage {part!r}: {exc}") from None
         if not at or not until.strip().isdigit() or not chosen:
             raise InterpError(f"curriculum stage {part!r}: write TASKS@STEP, e.g. ret2,ret6@2000")
-        unknown = [t for t in chosen if t not in known]
-        if unknown:
-            raise InterpError(f"curriculum stage {part!r}: unknown tasks {unknown}; use some of {', '.join(known)}")
         step = int(until)
         if stages and step <= stages[-1][0]:
             raise InterpError(f"curriculum stage {part!r}: steps must increase (previous stage ends at {stages[-1][0]})")
@@ -252,7 +259,7 @@ class Batcher:
         self.newline = vocab["\n"]
         self.params = torch.tensor(task_params(config))
         self.weights = torch.tensor(task_weights(config), dtype=torch.float64)
-        self.stages = [(until, torch.tensor([int(t.lstrip("retplus")) for t in names]))
+        self.stages = [(until, torch.tensor([task_param(t) for t in names]))
                        for until, names in curriculum_stages(config)]
         self.generator = torch.Generator().manual_seed(seed)
 
