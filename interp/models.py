@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from interp.dtypes import parse_dtype
 from interp.errors import InterpError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -328,16 +329,6 @@ def weights_fingerprint(model_dir: Path) -> str:
     return value
 
 
-def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise InterpError(f"unknown dtype {dtype!r}: use one of {', '.join(table)}")
-    return table[dtype]
-
-
 def _resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -362,7 +353,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = _parse_dtype(dtype)
+    torch_dtype = parse_dtype(dtype)
     device = _resolve_device(device)
     model_dir = resolve_model_dir(spec)
     fingerprint = weights_fingerprint(model_dir)

@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,7 +53,11 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
+from interp.dtypes import dtype_name, parse_dtype  # noqa: F401  (re-exported: the cache's dtype names)
 from interp.errors import InterpError
+from interp.io import atomic_write_bytes as _atomic_write_bytes
+from interp.io import fsync_dir
+from interp.versions import versions
 
 # Bump whenever the layout or the meaning of stored tensors changes: old entries stop matching.
 CACHE_FORMAT = 1
@@ -149,51 +152,14 @@ def entry_key(inputs: dict[str, Any]) -> str:
     return sha256_bytes(canonical_json(inputs))
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in table:
-        raise InterpError(f"unknown activation dtype {name!r}: use float32, bfloat16 or float16")
-    return table[name]
-
-
 # --------------------------------------------------------------------------------------------
 # Atomic file writes; OSErrors become one clear line
 # --------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    """Write ``data`` to ``path`` via a temporary file in the same directory, fsynced, and a rename."""
+    _atomic_write_bytes(path, data, durable=True)
 
 
 def _os_error_line(exc: OSError, cache_dir: Path) -> InterpError:
@@ -213,15 +179,8 @@ def _now() -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0], "cache_format": str(CACHE_FORMAT)}
-    for dist in ("interp-superposition", "torch", "transformer_lens", "transformers", "safetensors"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    found = versions(("interp-superposition", "torch", "transformer_lens", "transformers", "safetensors"))
+    return {"python": found.pop("python"), "cache_format": str(CACHE_FORMAT), **found}
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,7 +483,7 @@ def _build_locked(
             _remove_tree(partial, cache_dir)  # someone published the same content first (no lock support)
             return BuildResult("reused", load_entry(final, verify=False))
         raise
-    _fsync_dir(cache_dir)
+    fsync_dir(cache_dir)
     return BuildResult("computed", load_entry(final), resumed_batches=resumed)
 
 

@@ -1,0 +1,77 @@
+"""Atomic file writes with normal permissions: the one helper every writer uses.
+
+A file is written under a temporary name in its own directory and renamed over the target, so
+a reader (or an interrupted run) never sees half a file. ``tempfile.mkstemp`` creates files
+readable by their owner only (0600); the result is given the permissions a plain ``open()``
+would have given it (``0o666`` minus the process's umask).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (process-wide, instantaneous).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666 & ~umask``."""
+    return 0o666 & ~_umask()
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename) to disk where the platform allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], suffix: str = "",
+                 durable: bool = False) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it onto ``path``.
+
+    ``suffix`` keeps the extension on the temporary name (matplotlib picks the format from it);
+    ``durable`` fsyncs the file and its directory (the activation cache wants that).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, default_file_mode())
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(target.parent)
+    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=durable)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, durable: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
