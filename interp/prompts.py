@@ -1,8 +1,9 @@
 """Superposed prompts: in-context examples of several tasks mixed in one prompt.
 
 The scheme is the paper's: a mixture gives *exact* per-task example counts, the examples are
-placed in random order, the query's input never appears in the examples, and the query is
-resampled until every scored task gives a different answer. Each prompt is a structured,
+placed in random order, the query's input never appears in the examples (unless the task set
+says its inputs may repeat, as ``bias-add``'s ten digits must), and the query is resampled until
+every scored task gives a different answer. Each prompt is a structured,
 JSON-serialisable :class:`Prompt`; the same seed gives byte-identical prompts.
 """
 
@@ -122,8 +123,8 @@ def build_prompts(
     n_examples: int | None = None,
     seed: int = 0,
     separator: str | None = None,
-    with_replacement: bool = False,
-    allow_query_in_examples: bool = False,
+    with_replacement: bool | None = None,
+    allow_query_in_examples: bool | None = None,
 ) -> list[Prompt]:
     """Build ``n_prompts`` superposed prompts.
 
@@ -137,10 +138,15 @@ def build_prompts(
         seed: same seed, same prompts, byte for byte.
         separator: overrides the task set's separator (``->``, ``=``, ...).
         with_replacement: allow the same input in several examples (needed for tiny input spaces
-            such as ``bias-add``); by default the inputs within a prompt are distinct.
-        allow_query_in_examples: allow the query input among the examples (only meaningful for
-            tiny input spaces); by default the query never leaks into the examples.
+            such as ``bias-add``); default: the task set's ``inputs_may_repeat`` (distinct inputs
+            for every paper task set but ``bias-add``).
+        allow_query_in_examples: allow the query input among the examples; default: the task
+            set's ``query_may_repeat`` (otherwise the query never leaks into the examples).
     """
+    if with_replacement is None:
+        with_replacement = task_set.inputs_may_repeat
+    if allow_query_in_examples is None:
+        allow_query_in_examples = task_set.query_may_repeat
     mixture = mixture or default_mixture(task_set)
     for name in mixture:
         task_set.task(name)  # raises a clear error for unknown task names

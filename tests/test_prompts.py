@@ -88,7 +88,6 @@ def test_coinciding_answers_cannot_be_resampled() -> None:
     # Two tasks whose answers always coincide: no query can separate them.
     from interp.tasks import Task
 
-    if "first_again" not in ts.task_names:
-        ts.add(Task("first_again", lambda w: w[0]))
+    ts = ts.with_task(Task("first_again", lambda w: w[0]))
     with pytest.raises(InterpError, match="answers differ"):
         build_prompts(ts, {"first": 0.5, "first_again": 0.5}, n_prompts=1, examples_per_task=2)

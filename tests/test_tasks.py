@@ -49,9 +49,8 @@ def test_from_scratch_task_sets() -> None:
 
 
 def test_adding_a_task_is_one_line() -> None:
-    ts = get_task_set("country")
-    if "lower" not in ts.task_names:
-        ts.add(Task("lower", lambda c: c["name"].lower()))
+    ts = get_task_set("country").with_task(Task("lower", lambda c: c["name"].lower()))
     assert ts.task("lower").answer({"name": "Peru"}) == "peru"
     with pytest.raises(InterpError, match="already exists"):
-        ts.add(Task("lower", lambda c: c["name"]))
+        ts.with_task(Task("lower", lambda c: c["name"]))
+    assert "lower" not in get_task_set("country").task_names  # the registered set is unchanged
