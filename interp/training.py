@@ -2,8 +2,11 @@
 
 Every training prompt holds ``n_examples`` in-context examples of *one* hidden task ``h``
 (``retrieval``: 8 distinct letters, answer = the letter at position h; ``bias-add``: a digit x,
-answer = (x + h) mod 10). Each example is ``input + ">" + answer + "\\n"``; the loss is next-token
-cross-entropy on the answer characters (answer and its newline) of every example, inputs masked.
+answer = (x + h) mod 10). Each example is ``input + separator + answer + "\\n"``; the loss is
+next-token cross-entropy on the answer characters (answer and its newline) of every example,
+inputs masked. What is trained on comes from the task registry: a task set is trainable when it
+declares a :class:`interp.tasks.TrainingSpec` (its vectorised sampler, input length and alphabet),
+and each task's ``h`` is its ``Task.params[spec.param]``.
 The paper then shows that such models, never trained on mixed prompts, answer mixed prompts in
 superposition (see ``analyses/from_scratch.py``).
 
@@ -28,7 +31,6 @@ import json
 import math
 import random
 import shutil
-import string
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -43,10 +45,8 @@ from torch import Tensor
 from interp.char_tokenizer import build_char_tokenizer
 from interp.errors import InterpError
 from interp.progress import progress
+from interp.tasks import TaskSet, TrainingSpec, get_task_set, known_task_sets
 
-TRAIN_TASK_SETS = ("retrieval", "bias-add")
-SEPARATOR = ">"
-RETRIEVAL_LENGTH = 8
 IGNORE = -100
 
 
@@ -93,7 +93,8 @@ class TrainConfig:
         "start from a preset (cpu-retrieval, cpu-bias-add, paper-retrieval, paper-bias-add); "
         "flags given explicitly override it"))
     from_preset: str = field(default="", metadata={"cli": False, "help": "the preset this config was built from"})
-    task_set: str = field(default="bias-add", metadata=_help("retrieval or bias-add"))
+    task_set: str = field(default="bias-add", metadata=_help(
+        "a trainable task set (one that declares a training sampler): retrieval or bias-add"))
     tasks: str = field(default="", metadata=_help("train on these tasks only, e.g. ret0,ret1 (default: all of the set)"))
     curriculum: str = field(default="", metadata=_help(
         "start on fewer tasks: 'ret2,ret6@2000' trains on ret2 and ret6 until step 2000, then on --tasks; stages "
@@ -167,8 +168,7 @@ class TrainConfig:
         return Path(self.out) if self.out else Path("runs") / f"train-{self.task_set}-{self.size_tag()}-s{self.seed}"
 
     def validate(self) -> None:
-        if self.task_set not in TRAIN_TASK_SETS:
-            raise InterpError(f"cannot train on task set {self.task_set!r}: use one of {', '.join(TRAIN_TASK_SETS)}")
+        training_spec(self.task_set)  # raises for an unknown or untrainable task set
         if self.d_model % self.n_heads:
             raise InterpError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}: change one")
         if (self.d_model // self.n_heads) % 2:
@@ -187,8 +187,29 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------- data
 
 
+def trainable_task_sets() -> list[str]:
+    """Registered task sets that declare a training sampler (``TaskSet.training``)."""
+    names = []
+    for name in known_task_sets():
+        try:
+            if get_task_set(name).training is not None:
+                names.append(name)
+        except InterpError:
+            continue  # an installed package's set that fails to load is not trainable either
+    return names
+
+
+def training_spec(task_set: str) -> TrainingSpec:
+    """The training sampler task set ``task_set`` declares (one-line error if it has none)."""
+    spec = get_task_set(task_set).training
+    if spec is None:
+        raise InterpError(f"cannot train on task set {task_set!r}: it declares no training sampler "
+                          f"(TaskSet.training); use one of {', '.join(trainable_task_sets())}")
+    return spec
+
+
 def all_task_names(task_set: str) -> list[str]:
-    return [f"ret{h}" for h in range(RETRIEVAL_LENGTH)] if task_set == "retrieval" else [f"plus{h}" for h in range(10)]
+    return get_task_set(task_set).task_names
 
 
 def parse_task_list(text: str, task_set: str) -> list[str]:
@@ -205,14 +226,12 @@ def task_names(config: TrainConfig) -> list[str]:
     return parse_task_list(config.tasks, config.task_set) if config.tasks else all_task_names(config.task_set)
 
 
-def task_param(name: str) -> int:
-    """The hidden parameter h of a task (ret3 -> position 3, plus7 -> bias 7)."""
-    return int(name.lstrip("retplus"))
-
-
-def task_params(config: TrainConfig) -> list[int]:
-    """The hidden parameter h of every training task (position, or the added bias)."""
-    return [task_param(t) for t in task_names(config)]
+def task_params(task_set: TaskSet, names: list[str]) -> list[int]:
+    """The hidden parameter h of each named task (``Task.params`` under the set's training key)."""
+    if task_set.training is None:
+        raise InterpError(f"task set {task_set.name!r} declares no training sampler (TaskSet.training)")
+    key = task_set.training.param
+    return [int(task_set.task(n).params[key]) for n in names]
 
 
 def curriculum_stages(config: TrainConfig) -> list[tuple[int, list[str]]]:
@@ -250,22 +269,27 @@ class Batcher:
     """
 
     def __init__(self, config: TrainConfig, seed: int) -> None:
-        tokenizer = build_char_tokenizer()
-        vocab = tokenizer.get_vocab()
+        vocab = build_char_tokenizer().get_vocab()
         self.config = config
-        self.letters = torch.tensor([vocab[c] for c in string.ascii_letters])
-        self.digits = torch.tensor([vocab[c] for c in string.digits])
-        self.sep = vocab[SEPARATOR]
+        self.task_set = get_task_set(config.task_set)
+        self.spec = training_spec(config.task_set)
+        unknown = sorted(set(self.spec.alphabet + self.task_set.separator) - set(vocab))
+        if unknown:
+            raise InterpError(f"task set {config.task_set!r} uses characters {unknown} the character vocabulary "
+                              "lacks: use printable ASCII")
+        self.alphabet = torch.tensor([vocab[c] for c in self.spec.alphabet])
+        self.sep = torch.tensor([vocab[c] for c in self.task_set.separator])
         self.newline = vocab["\n"]
-        self.params = torch.tensor(task_params(config))
+        self.params = torch.tensor(task_params(self.task_set, task_names(config)))
         self.weights = torch.tensor(task_weights(config), dtype=torch.float64)
-        self.stages = [(until, torch.tensor([task_param(t) for t in names]))
+        self.stages = [(until, torch.tensor(task_params(self.task_set, names)))
                        for until, names in curriculum_stages(config)]
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def example_length(self) -> int:
-        return RETRIEVAL_LENGTH + 3 if self.config.task_set == "retrieval" else 4
+        """Tokens per example: input, separator, answer, newline."""
+        return self.spec.input_length + len(self.sep) + 2
 
     def next(self, step: int | None = None
              ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
@@ -276,15 +300,9 @@ class Batcher:
         if stage is not None:
             params, weights = stage, torch.ones(len(stage), dtype=torch.float64)
         h = params[torch.multinomial(weights, b, replacement=True, generator=g)][:, None]  # [b, 1]
-        if self.config.task_set == "retrieval":
-            # 8 distinct letters per example: the first 8 of a random permutation of the 52.
-            idx = torch.rand(b, n, len(self.letters), generator=g).argsort(-1)[..., :RETRIEVAL_LENGTH]
-            answer_idx = idx.gather(-1, h[:, :, None].expand(b, n, 1))
-            inputs, answers = self.letters[idx], self.letters[answer_idx]
-        else:
-            x = torch.randint(0, 10, (b, n, 1), generator=g)
-            inputs, answers = self.digits[x], self.digits[(x + h[:, :, None]) % 10]
-        sep = torch.full((b, n, 1), self.sep)
+        input_idx, answer_idx = self.spec.sample(h, n, g)  # indices into the set's alphabet
+        inputs, answers = self.alphabet[input_idx], self.alphabet[answer_idx]
+        sep = self.sep.expand(b, n, len(self.sep))
         nl = torch.full((b, n, 1), self.newline)
         ids = torch.cat([inputs, sep, answers, nl], dim=-1)  # [b, n, example_length]
         labels = torch.full_like(ids, IGNORE)
