@@ -26,13 +26,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from interp.adapter import ModelAdapter
 from interp.dtypes import parse_dtype
 from interp.errors import InterpError
 
@@ -75,6 +77,7 @@ class LoadedModel:
     tokenizer: Any
     prepend_bos: bool
     n_ctx: int
+    adapter: ModelAdapter
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,6 +127,7 @@ class LoadedModel:
             "prepend_bos": self.prepend_bos,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
+            **self.adapter.describe(),
             **self.info,
         }
 
@@ -348,8 +352,23 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
 
     Returns:
         A :class:`LoadedModel`; ``model.bridge`` is the TransformerLens bridge,
-        ``model.hf_model`` the plain HF model sharing its weights.
+        ``model.hf_model`` the plain HF model sharing its weights, ``model.adapter`` what the
+        toolkit knows about its architecture. The caller's grad mode is left as it was.
     """
+    with torch.inference_mode(False), _restore_grad_mode():
+        return _load(spec, device, dtype)
+
+
+@contextmanager
+def _restore_grad_mode() -> Iterator[None]:
+    enabled = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(enabled)
+
+
+def _load(spec: str, device: str | None, dtype: str | torch.dtype) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -359,11 +378,18 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
     fingerprint = weights_fingerprint(model_dir)
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype, attn_implementation="sdpa")
+    config = AutoConfig.from_pretrained(str(model_dir))
+    attn_implementation, hf_model = "sdpa", None
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype, attn_implementation="sdpa")
+    except ValueError as exc:  # e.g. Gemma 2: "does not support ... scaled_dot_product_attention"
+        if "attention" not in str(exc):
+            raise
+        attn_implementation = "eager"
+        hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype, attn_implementation="eager")
     hf_model.to(device).eval()
 
     # A second module tree over the *same* parameter tensors, which the bridge wraps in place.
-    config = AutoConfig.from_pretrained(str(model_dir))
     with torch.device("meta"):
         bridged = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="eager")
     bridged.load_state_dict(hf_model.state_dict(), assign=True, strict=False)
@@ -381,7 +407,6 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
     prepend_bos = tokenizer.bos_token_id is not None and len(probe) > 0 and probe[0] == tokenizer.bos_token_id
     bridge.cfg.default_prepend_bos = prepend_bos
     n_ctx = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
-    torch.set_grad_enabled(True)  # loading must not change global state for the caller
     return LoadedModel(
         name=spec,
         path=model_dir,
@@ -391,4 +416,5 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
         tokenizer=tokenizer,
         prepend_bos=prepend_bos,
         n_ctx=n_ctx,
+        adapter=ModelAdapter(hf_model, bridge, attn_implementation),
     )

@@ -1,7 +1,7 @@
 """Activation patching at the prompt's last token, scored with prefix key/value reuse.
 
 A *patch* edits the residual stream after decoder block ``l`` (TransformerLens
-``blocks.{l}.hook_resid_post`` = the output of ``hf_model.model.layers[l]``) at the prompt's
+``blocks.{l}.hook_resid_post`` = the output of decoder block ``l``, ``model.adapter.layer(l)``) at the prompt's
 last token, which for prompts of this toolkit is the query's separator, where the answer is
 predicted. Modes:
 
@@ -33,7 +33,7 @@ from transformers import DynamicCache
 
 from interp.errors import InterpError
 from interp.models import LoadedModel
-from interp.scoring import pad_token_id
+from interp.scoring import full_cache, pad_token_id
 
 PATCH_MODES = ("replace", "add")
 
@@ -86,7 +86,7 @@ def _make_hooks(model: LoadedModel, patches: Sequence[Patch | None], position: i
                     hidden[rows, position] = hidden[rows, position] + vecs
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-        handles.append(model.hf_model.model.layers[layer].register_forward_hook(hook))
+        handles.append(model.adapter.layer(layer).register_forward_hook(hook))
     return handles
 
 
@@ -119,7 +119,8 @@ def patched_logprobs(
     prefix, last = prompt_ids[:-1], prompt_ids[-1]
     kv: list[tuple[Tensor, Tensor]] | None = None
     if prefix:
-        out = model.hf_model(input_ids=torch.tensor([prefix], device=model.device), use_cache=True, logits_to_keep=1)
+        out = model.hf_model(input_ids=torch.tensor([prefix], device=model.device), past_key_values=full_cache(),
+                             use_cache=True, logits_to_keep=1)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     result: list[list[float]] = []
     pad = pad_token_id(model)

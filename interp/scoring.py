@@ -97,13 +97,23 @@ def run_prompts_with_cache(
     ids, mask = _left_pad(prompt_ids, pad_token_id(model), model.device)
     if bool(mask.all()):
         # No padding: let the model take its fast causal path (no explicit mask).
-        out = model.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        out = model.hf_model(input_ids=ids, past_key_values=full_cache(), use_cache=True, logits_to_keep=1)
     else:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                             logits_to_keep=1)
+        out = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                             past_key_values=full_cache(), use_cache=True, logits_to_keep=1)
     kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     return out.logits[:, -1].float(), kv, mask
+
+
+def full_cache() -> DynamicCache:
+    """An empty cache that keeps every position in every layer.
+
+    Without a config, ``DynamicCache`` does not trim sliding-window layers to their window, so
+    the prompt's keys/values can be reused under masks we build ourselves (the window is then
+    applied by :meth:`interp.adapter.ModelAdapter.attention_mask`).
+    """
+    return DynamicCache()
 
 
 def select_cache(kv: list[tuple[Tensor, Tensor]], rows: Tensor) -> DynamicCache:
@@ -159,11 +169,16 @@ def continuation_logprobs(
     same = (owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
     same |= torch.eye(width, dtype=torch.bool)[None]  # padding slots attend to themselves (no empty rows)
     allowed = torch.cat([mask.bool().cpu()[:, None, :].expand(batch, width, prompt_width), same], dim=-1)
-    dtype = model.dtype
-    additive = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     position_ids = mask.sum(-1, keepdim=True).cpu() + offset
+    # Absolute positions of every key (left-padded prompt, then the packed tokens) for windowed layers.
+    key_pos = torch.cat([mask.cpu().cumsum(-1) - 1, position_ids], dim=-1)
+    attention_mask = model.adapter.attention_mask(allowed, position_ids, key_pos, model.dtype)
+    if isinstance(attention_mask, dict):
+        attention_mask = {k: m.to(device) for k, m in attention_mask.items()}
+    else:
+        attention_mask = attention_mask.to(device)
     cache = DynamicCache([(k, v) for k, v in kv])
-    logits = model.hf_model(input_ids=feed.to(device), attention_mask=additive[:, None].to(device),
+    logits = model.hf_model(input_ids=feed.to(device), attention_mask=attention_mask,
                             position_ids=position_ids.to(device), past_key_values=cache, use_cache=True).logits
     logp = torch.log_softmax(logits.float(), dim=-1)
     for r, c in enumerate(continuations):
