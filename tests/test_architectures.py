@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from archs import ARCHITECTURES, SLIDING, build_tiny
+
 from interp.activations import collect_activations, get_activations
 from interp.models import LoadedModel, load_model
 from interp.patching import Patch, patched_logprobs, patched_logprobs_full
