@@ -4,7 +4,7 @@ Two commands:
 
 * ``interp train``: train a small Llama model on ``retrieval`` or ``bias-add`` prompts that each
   hold examples of exactly one task (library code: :mod:`interp.training`), then evaluate its
-  mixture curve and write ``eval_summary.json`` next to the model.
+  mixture curve (:func:`evaluate_trained`) and write ``eval_summary.json`` next to the model.
 * ``interp run mixture-curve``: mix two tasks A and B with share d ∈ {0, 0.1, …, 1} of task A in
   context and measure P(task A answer), P(task B answer) and the mass elsewhere ("other"), each
   answer scored with its terminating newline as the authors do. The figure is a stack plot with
@@ -16,11 +16,13 @@ as the authors' evaluation does. Either way the shares recorded per prompt are t
 
 Python::
 
-    from analyses.from_scratch import MixtureCurveConfig, run_mixture_curve
-    result = run_mixture_curve(MixtureCurveConfig(model="checkpoints/from-scratch/retrieval-L4-d128-h8"))
+    from analyses.from_scratch import MixtureCurveOptions, mixture_curve, resolve_task_set
+    task_set, n_examples = resolve_task_set("checkpoints/from-scratch/retrieval-L4-d64-h4")
+    result = mixture_curve({"m": load_model(...)}, task_set, n_prompts=50, n_examples=n_examples, seed=0,
+                           options=MixtureCurveOptions())
     result.curve  # d, p_a, p_b, other
 
-CLI::
+CLI (:mod:`interp_app.commands.mixture_curve`, :mod:`interp_app.commands.train`)::
 
     interp train --preset cpu-retrieval --out runs/train-retrieval
     interp run mixture-curve --model checkpoints/from-scratch/retrieval-L4-d128-h8 --n-prompts 50
@@ -28,28 +30,21 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from interp.cli import Command  # noqa: E402
-from interp.config import add_dataclass_args, from_args  # noqa: E402
-from interp.errors import InterpError  # noqa: E402
-from interp.models import LoadedModel, load_model  # noqa: E402
-from interp.prompts import Prompt, build_prompts, save_prompts  # noqa: E402
-from interp.runs import RunDir  # noqa: E402
-from interp.scoring import score_prompts  # noqa: E402
-from interp.tasks import get_task_set  # noqa: E402
+from interp.errors import InterpError
+from interp.models import LoadedModel
+from interp.prompts import Prompt, build_prompts
+from interp.scoring import score_prompts
+from interp.tasks import get_task_set
 
 # The authors' logged copy (retrieval) curve, tasks h = (2, 6), uniform one-task training, 100 examples
 # per prompt (run_summaries.json; see docs/../shared/reference/paper.md §4.4). d = 0 and 1 put ≥ 0.9999
@@ -63,7 +58,6 @@ PAPER_BIAS_ADD_CURVE = pd.DataFrame({
     "d": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
     "p_a": [0.0, .114, .202, .299, .408, .492, .618, .690, .803, .899, 1.0],
 })
-DEFAULT_PAIRS = {"retrieval": ("ret2", "ret6"), "bias-add": ("random", "random")}
 DEFAULT_SHARES = [round(0.1 * i, 1) for i in range(11)]
 
 
@@ -72,23 +66,16 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class MixtureCurveConfig:
-    model: str = field(default="", metadata=_help("model spec or local HF dir (e.g. a checkpoints/from-scratch/... dir)"))
-    task_set: str = field(default="", metadata=_help("retrieval or bias-add (default: the model's training task set)"))
+class MixtureCurveOptions:
+    """mixture-curve options"""
+
     task_a: str = field(default="", metadata=_help("task A (default: ret2 for retrieval as the authors; random pair per prompt for bias-add)"))
     task_b: str = field(default="", metadata=_help("task B (default: ret6 / random)"))
     shares: list[float] = field(default_factory=lambda: list(DEFAULT_SHARES), metadata=_help("shares d of task A"))
-    n_prompts: int = field(default=50, metadata=_help("prompts per share d"))
     n_examples: int = field(default=0, metadata=_help("in-context examples per prompt (0 = the model's training value, else 20)"))
     sampling: str = field(default="exact", metadata=_help("exact (round(d·n) examples of A) or binomial (each example A with prob. d, as the authors)"))
     end_of_answer: str = field(default="\n", metadata=_help("text scored after every answer (the paper: a newline)"))
-    compare: list[str] = field(default_factory=list, metadata=_help("more models evaluated on the same prompts and overlaid"))
-    labels: list[str] = field(default_factory=list, metadata=_help("legend labels for --model and --compare models"))
-    seed: int = field(default=0, metadata=_help("random seed (same seed, same prompts)"))
-    device: str = field(default="cpu", metadata=_help("cpu, cuda, cuda:N or auto"))
     batch_size: int = field(default=8, metadata=_help("prompts per forward pass"))
-    out: str = field(default="", metadata=_help("run directory (default: runs/mixture-curve-<model>)"))
-    overwrite: bool = field(default=False, metadata=_help("replace a run directory that holds a different run"))
 
 
 @dataclass
@@ -96,7 +83,11 @@ class MixtureCurveResult:
     curve: pd.DataFrame           # one row per model × d: p_a, p_b, other (+ std)
     per_prompt: pd.DataFrame      # one row per model × prompt
     acceptance: dict[str, Any]    # per model: the issue's acceptance checks
-    out: Path | None = None
+    task_set: str = ""
+    task_a: str = ""
+    task_b: str = ""
+    n_examples: int = 0
+    prompts: list[Prompt] = field(default_factory=list)
 
 
 def training_info(model_dir: str | Path) -> dict[str, Any]:
@@ -105,13 +96,22 @@ def training_info(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resolve_task_set(config: MixtureCurveConfig) -> tuple[str, int]:
+def default_pair(task_set: str) -> tuple[str, str]:
+    """Tasks A and B a mixture curve mixes by default: the set's ``default_pair``, else a random pair per prompt."""
+    ts = get_task_set(task_set)
+    if len(ts.tasks) < 2:
+        raise InterpError(f"task set {task_set!r} has fewer than two tasks: a mixture curve mixes two")
+    return ts.default_pair or ("random", "random")
+
+
+def resolve_task_set(model_dir: str | Path, task_set: str = "", n_examples: int = 0) -> tuple[str, int]:
     """``(task_set, n_examples)`` for a mixture curve: explicit values, else the model's training config."""
-    info = training_info(config.model).get("config", {})
-    task_set = config.task_set or info.get("task_set", "")
-    if task_set not in DEFAULT_PAIRS:
-        raise InterpError("pass --task-set retrieval or --task-set bias-add (the model has no training_config.json)")
-    n_examples = config.n_examples or int(info.get("n_examples", 20))
+    info = training_info(model_dir).get("config", {})
+    task_set = task_set or info.get("task_set", "")
+    if not task_set:
+        raise InterpError("pass --task-set, e.g. retrieval or bias-add (the model has no training_config.json)")
+    get_task_set(task_set)  # raises for an unknown name
+    n_examples = n_examples or int(info.get("n_examples", 20))
     return task_set, n_examples
 
 
@@ -132,7 +132,6 @@ def build_mixture_prompts(task_set: str, task_a: str, task_b: str, shares: list[
         raise InterpError(f"unknown sampling {sampling!r}: use exact or binomial")
     if n_examples < 1:
         raise InterpError("n_examples must be at least 1")
-    small_inputs = task_set == "bias-add"
     plan = []  # (d, i, task A, task B, count A) per prompt, decided first
     for d in shares:
         if not 0 <= d <= 1:
@@ -158,8 +157,7 @@ def build_mixture_prompts(task_set: str, task_a: str, task_b: str, shares: list[
     for (d, a, b, count_a), members in groups.items():
         group_seed = random.Random(f"mixture:{seed}:{d:.4f}:{a}:{b}:{count_a}").randrange(2**31)
         mixture = {a: float(count_a), b: float(n_examples - count_a)}
-        made = build_prompts(ts, mixture=mixture, n_prompts=len(members), seed=group_seed,
-                             with_replacement=small_inputs, allow_query_in_examples=small_inputs)
+        made = build_prompts(ts, mixture=mixture, n_prompts=len(members), seed=group_seed)
         built.update(zip(members, made))
     prompts: list[Prompt] = []
     rows = []
@@ -229,39 +227,6 @@ def acceptance_checks(curve: pd.DataFrame) -> dict[str, Any]:
             "passed": all(v for v in checks.values() if v is not None)}
 
 
-def plot_curves(curves: dict[str, pd.DataFrame], title: str, task_set: str) -> plt.Figure:
-    """Stack plot (P(A), P(B), other) per model, with the authors' logged curve beside it."""
-    n = len(curves)
-    fig, axes = plt.subplots(1, n + (1 if n > 1 else 0), figsize=(3.6 * (n + (1 if n > 1 else 0)), 3.3), squeeze=False)
-    paper = PAPER_COPY_CURVE if task_set == "retrieval" else PAPER_BIAS_ADD_CURVE
-    paper_label = "authors' copy run (h=2,6)" if task_set == "retrieval" else "authors' bias_add_simple run"
-    for ax, (label, curve) in zip(axes[0], curves.items()):
-        ax.stackplot(curve["d"], curve["p_a"], curve["p_b"], curve["other"].clip(lower=0),
-                     labels=["P(task A)", "P(task B)", "other"], colors=["#3b75af", "#ef8636", "#cccccc"], alpha=0.85)
-        ax.plot(paper["d"], paper["p_a"], "k--", lw=1.2, label=paper_label)
-        ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("share d of task A in context")
-        ax.set_ylabel("model probability")
-        ax.set_title(label, fontsize=9)
-    axes[0][0].legend(fontsize=6, frameon=False, loc="upper left")
-    if n > 1:
-        ax = axes[0][-1]
-        for label, curve in curves.items():
-            ax.plot(curve["d"], curve["p_a"], marker="o", ms=3, label=label)
-        ax.plot(paper["d"], paper["p_a"], "k--", lw=1.2, label=paper_label)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("share d of task A")
-        ax.set_ylabel("P(task A)")
-        ax.set_title("P(task A), all models", fontsize=9)
-        ax.legend(fontsize=6, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def analyse(models: dict[str, LoadedModel], prompts: list[Prompt], design: pd.DataFrame, end_of_answer: str = "\n",
             batch_size: int = 8, show_progress: bool = True) -> MixtureCurveResult:
     """Score the prompts with every model; curves and acceptance checks (no files written)."""
@@ -279,41 +244,19 @@ def analyse(models: dict[str, LoadedModel], prompts: list[Prompt], design: pd.Da
     return MixtureCurveResult(pd.concat(curves, ignore_index=True), pd.concat(per_prompt, ignore_index=True), acceptance)
 
 
-def _labels(config: MixtureCurveConfig) -> list[str]:
-    specs = [config.model, *config.compare]
-    if config.labels and len(config.labels) != len(specs):
-        raise InterpError(f"--labels gives {len(config.labels)} labels for {len(specs)} models: give one per model")
-    return config.labels or [Path(s).name for s in specs]
+def mixture_curve(models: Mapping[str, LoadedModel], task_set: str, n_prompts: int, n_examples: int, seed: int,
+                  options: MixtureCurveOptions, show_progress: bool = True) -> MixtureCurveResult:
+    """Mix tasks A and B with every share d; score every model on the same prompts (no files written).
 
-
-def run_mixture_curve(config: MixtureCurveConfig, show_progress: bool = True) -> MixtureCurveResult:
-    """Build the mixed prompts, score every model, write tables, acceptance and the figure."""
-    if not config.model:
-        raise InterpError("pass --model (e.g. checkpoints/from-scratch/retrieval-L4-d128-h8)")
-    task_set, n_examples = resolve_task_set(config)
-    default_a, default_b = DEFAULT_PAIRS[task_set]
-    task_a, task_b = config.task_a or default_a, config.task_b or default_b
-    prompts, design = build_mixture_prompts(task_set, task_a, task_b, config.shares, config.n_prompts, n_examples,
-                                            config.sampling, config.seed)
-    labels = _labels(config)
-    out = Path(config.out) if config.out else Path("runs") / f"mixture-curve-{labels[0]}"
-    models = {}
-    for label, spec in zip(labels, [config.model, *config.compare]):
-        models[label] = load_model(spec, device=config.device)
-    run = RunDir(out, {"analysis": "mixture-curve", "config": asdict(config), "task_set": task_set,
-                       "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
-                       "models": {k: m.describe() for k, m in models.items()}}, overwrite=config.overwrite)
-    save_prompts(prompts, run.file("prompts.jsonl"))
-    result = analyse(models, prompts, design, config.end_of_answer, config.batch_size, show_progress)
-    run.write_csv("curve.csv", result.curve)
-    run.write_csv("per_prompt.csv", result.per_prompt)
-    run.write_json("acceptance.json", result.acceptance)
-    curves = {label: g.drop(columns="model") for label, g in result.curve.groupby("model", sort=False)}
-    title = f"{task_set}: task A={task_a}, B={task_b}, {n_examples} examples, {config.n_prompts} prompts/d ({config.sampling})"
-    fig = plot_curves(curves, title, task_set)
-    run.save_figure("mixture_curve", fig)
-    plt.close(fig)
-    result.out = run.path
+    ``task_set`` and ``n_examples`` are resolved values (see :func:`resolve_task_set`).
+    """
+    default_a, default_b = default_pair(task_set)
+    task_a, task_b = options.task_a or default_a, options.task_b or default_b
+    prompts, design = build_mixture_prompts(task_set, task_a, task_b, options.shares, n_prompts, n_examples,
+                                            options.sampling, seed)
+    result = analyse(models, prompts, design, options.end_of_answer, options.batch_size, show_progress)
+    result.task_set, result.task_a, result.task_b, result.n_examples = task_set, task_a, task_b, n_examples
+    result.prompts = prompts
     return result
 
 
@@ -322,37 +265,21 @@ def format_curve(curve: pd.DataFrame) -> str:
     return curve[cols].to_string(index=False, float_format="%.3f")
 
 
-# ------------------------------------------------------------------------------------- CLI
-
-
-def _cli_mixture(args: argparse.Namespace) -> int:
-    config = from_args(MixtureCurveConfig, args)
-    result = run_mixture_curve(config)
-    print(format_curve(result.curve))
-    for label, checks in result.acceptance.items():
-        print(f"{label}: acceptance {'PASSED' if checks['passed'] else 'FAILED'} {checks}")
-    print(f"results: {result.out}")
-    return 0
-
-
-def evaluate_trained(model_dir: Path, n_prompts: int = 50, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
-    """Mixture curve of a freshly trained model, written as ``eval_summary.json`` beside it."""
-    config = MixtureCurveConfig(model=str(model_dir), n_prompts=n_prompts, seed=seed)
-    task_set, n_examples = resolve_task_set(config)
-    task_a, task_b = DEFAULT_PAIRS[task_set]
-    prompts, design = build_mixture_prompts(task_set, task_a, task_b, config.shares, n_prompts, n_examples, "exact", seed)
-    model = load_model(str(model_dir))
-    result = analyse({"model": model}, prompts, design, "\n", config.batch_size, show_progress)
+def evaluate_trained(model: LoadedModel, model_dir: str | Path, n_prompts: int = 50, seed: int = 0,
+                     show_progress: bool = True) -> dict[str, Any]:
+    """The evaluation of a freshly trained model (``eval_summary.json``): its mixture curve on its own
+    task set's default pair, the acceptance checks and the in-context curve."""
+    task_set, n_examples = resolve_task_set(model_dir)
+    options = MixtureCurveOptions()
+    result = mixture_curve({"model": model}, task_set, n_prompts, n_examples, seed, options, show_progress)
     curve = result.curve.drop(columns="model")
-    summary = {
+    return {
         "in_context_curve": trained_in_context_curve(model_dir, model=model),
-        "protocol": {"task_set": task_set, "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
+        "protocol": {"task_set": task_set, "task_a": result.task_a, "task_b": result.task_b, "n_examples": n_examples,
                      "n_prompts_per_d": n_prompts, "sampling": "exact", "end_of_answer": "\\n", "seed": seed},
         "curve": curve[["d", "p_a", "p_b", "other", "p_top", "p_second"]].round(4).to_dict(orient="records"),
         "acceptance": result.acceptance["model"],
     }
-    (Path(model_dir) / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def trained_in_context_curve(model_dir: str | Path, n_prompts: int = 64,
@@ -361,6 +288,7 @@ def trained_in_context_curve(model_dir: str | Path, n_prompts: int = 64,
 
     Pass ``model`` when ``model_dir`` is already loaded, so it is not loaded a second time.
     """
+    from interp.models import load_model
     from interp.training import TrainConfig, in_context_curve
 
     info = training_info(model_dir)
@@ -368,67 +296,3 @@ def trained_in_context_curve(model_dir: str | Path, n_prompts: int = 64,
         raise InterpError(f"{model_dir} has no training_config.json: only models trained by `interp train` have one")
     model = model or load_model(str(model_dir))
     return in_context_curve(model.hf_model, TrainConfig.from_dict(info["config"]), n_prompts)
-
-
-def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    from interp.training import TrainConfig
-
-    add_dataclass_args(parser, TrainConfig)
-    parser.add_argument("--eval-prompts", type=int, default=50,
-                        help="prompts per d for the mixture-curve evaluation after training (0 = skip)")
-    parser.add_argument("--ship", default="",
-                        help="also copy the trained model (with training_config.json and eval_summary.json) to this dir, "
-                             "e.g. checkpoints/from-scratch/retrieval-L3-d64-h4")
-
-
-def _cli_train(args: argparse.Namespace) -> int:
-    import sys
-
-    from interp.training import TrainConfig, train
-
-    config = from_args(TrainConfig, args)
-    # Flags typed on the command line beat the preset, even when equal to the default.
-    typed = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
-    explicit = {f.name for f in fields(TrainConfig) if f.name in typed}
-    config = config.resolved(explicit)
-    result = train(config)
-    print(f"trained {result.steps} steps in {result.wall_seconds / 60:.1f} min, final loss {result.final_loss:.4f}, "
-          f"{result.n_params:,} parameters -> {result.model_dir}")
-    if not result.finished:
-        print("stopped by --max-minutes: rerun the same command to continue from the checkpoint")
-        return 0
-    if args.eval_prompts:
-        summary = evaluate_trained(result.model_dir, n_prompts=args.eval_prompts)
-        curve = pd.DataFrame(summary["curve"])
-        print(curve.to_string(index=False, float_format="%.3f"))
-        print(f"acceptance: {summary['acceptance']}")
-        icl = summary["in_context_curve"]
-        print("answer loss by example index (falls if the model infers the task from context): "
-              + " ".join(f"{row['nll']:.2f}" for row in icl))
-    if args.ship:
-        ship_model(result.model_dir, Path(args.ship))
-        print(f"shipped -> {args.ship}")
-    return 0
-
-
-SHIP_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "training_config.json", "eval_summary.json")
-
-
-def ship_model(model_dir: Path, dest: Path) -> Path:
-    """Copy a trained model dir's files (weights, config, tokenizer, training info, evaluation) to ``dest``."""
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in SHIP_FILES:
-        if (model_dir / name).exists():
-            shutil.copy2(model_dir / name, dest / name)
-    return dest
-
-
-CLI_COMMANDS = [
-    Command(("train",), "train a small Llama model from scratch on one-task-per-prompt ICL data (paper §4)",
-            _add_train_args, _cli_train),
-    Command(("run", "mixture-curve"), "P(task A), P(task B), other as the share d of task A varies (paper §4)",
-            lambda p: add_dataclass_args(p, MixtureCurveConfig), _cli_mixture),
-]

@@ -34,40 +34,33 @@ Python::
     jaccard, membership = head_overlap(result, n=5)
     scores = ablate_heads(model, prompts, top_heads(result, "capital"), mode="mean")
 
-CLI: ``interp run heads --model smollm2-135m --task-set country --n-prompts 10 --top-n 5``.
+CLI (:mod:`interp_app.commands.heads`):
+``interp run heads --model smollm2-135m --task-set country --n-prompts 10 --top-n 5``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import os
 import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from jaxtyping import Float  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from analyses.logit_lens import final_norm_and_unembed, first_answer_tokens, query_hooks  # noqa: E402
-from interp.activations import get_activations, token_positions  # noqa: E402
-from interp.cli import Command  # noqa: E402
-from interp.config import add_dataclass_args, from_args  # noqa: E402
-from interp.errors import InterpError  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model, make_prompts, open_run  # noqa: E402
-from interp.models import LoadedModel  # noqa: E402
-from interp.progress import progress  # noqa: E402
-from interp.prompts import Prompt, save_prompts  # noqa: E402
-from interp.scoring import score_prompts  # noqa: E402
+from analyses.logit_lens import final_norm_and_unembed, first_answer_tokens, query_hooks
+from interp.activations import get_activations, token_positions
+from interp.errors import InterpError
+from interp.models import LoadedModel
+from interp.progress import progress
+from interp.prompts import Prompt
+from interp.scoring import score_prompts
 
 Head = tuple[int, int]
 METRICS = {"logit": "logit_attr", "diff": "diff_attr"}
@@ -75,15 +68,15 @@ ABLATION_MODES = ("mean", "zero")
 
 
 @dataclass
-class HeadAttributionConfig(ExperimentConfig):
-    n_prompts: int = field(default=10, metadata={"help": "number of prompts"})
+class HeadsOptions:
+    """head-attribution options"""
+
     top_n: int = field(default=5, metadata={"help": "heads per task in the top set (overlap and ablation)"})
     rank_by: str = field(default="logit", metadata={"help": "rank heads by 'logit' (centred answer logit) or 'diff' (answer minus other tasks' answers)"})
     ablation: str = field(default="mean,zero", metadata={"help": "ablation modes to run: mean, zero, both comma-separated, or none"})
     random_control: bool = field(default=True, metadata={"help": "also ablate top-n random heads that are in no task's top set"})
     attention_prompt: int = field(default=0, metadata={"help": "index of the prompt whose attention is rendered"})
     attention_window: int = field(default=64, metadata={"help": "render attention over the last N tokens only (0: all)"})
-    cache: bool = field(default=True, metadata={"help": "read/write activations through the on-disk activation cache"})
 
 
 # ----------------------------------------------------------------------------- names
@@ -174,7 +167,7 @@ def _components(model: LoadedModel) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progress: bool = True,
-                     use_cache: bool = True) -> HeadAttributionResult:
+                     use_cache: bool = True, cache_dir: str | os.PathLike[str] | None = None) -> HeadAttributionResult:
     """Direct logit attribution at the query position of every head, MLP and the embedding.
 
     Args:
@@ -182,6 +175,7 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
         prompts: prompts whose ``answers`` name the tasks (all prompts must score the same tasks).
         show_progress: progress bars.
         use_cache: read/write the query-position activations through the on-disk cache.
+        cache_dir: that cache's directory (default: see :func:`interp.cache.resolve_cache_dir`).
 
     Returns:
         :class:`HeadAttributionResult` (tables described there).
@@ -194,7 +188,8 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
     L, H = model.n_layers, model.n_heads
     final_name = f"blocks.{L - 1}.hook_resid_post"
     acts = get_activations(model, prompts, query_hooks(model),
-                           positions="query", show_progress=show_progress, use_cache=use_cache, log=show_progress)
+                           positions="query", show_progress=show_progress, use_cache=use_cache, cache_dir=cache_dir,
+                           log=show_progress)
     W_U, b_U = effective_unembed(model)
     W_O, b_O = output_weights(model)
     _, eps = rms_final_norm(model)
@@ -549,79 +544,30 @@ def query_attention(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], t
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- figures
-
-
-def plot_head_attribution(result: HeadAttributionResult | pd.DataFrame, by: str = "logit", title: str = "") -> plt.Figure:
-    """One layer × head heatmap per task of the mean attribution (red raises the answer)."""
-    table = _heads_table(result)
-    tasks = list(dict.fromkeys(table["task"]))
-    L, H = int(table["layer"].max()) + 1, int(table["head"].max()) + 1
-    col = METRICS[by]
-    vmax = float(table[col].abs().max()) or 1.0
-    fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 0.45 * H * len(tasks) + 0.8, 0.8 + 0.16 * L + 0.8),
-                             squeeze=False)
-    im = None
-    for ax, task in zip(axes[0], tasks):
-        grid = np.zeros((L, H))
-        sel = table[table["task"] == task]
-        grid[sel["layer"].to_numpy(), sel["head"].to_numpy()] = sel[col].to_numpy()
-        im = ax.imshow(grid, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("head")
-        ax.set_xticks(range(H))
-        ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("layer")
-    fig.colorbar(im, ax=list(axes[0]), label=f"mean {'centred logit' if by == 'logit' else 'logit-diff'} attribution")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | None, title: str = "") -> plt.Figure:
-    """Left: Jaccard overlap of the tasks' top heads. Right (per mode): mean change of each task's
-    answer log-probability (columns; nats, per prompt then averaged) when a set of heads is ablated (rows)."""
-    modes = [] if ablation is None or ablation.empty else list(dict.fromkeys(ablation["mode"]))
-    fig, axes = plt.subplots(1, 1 + len(modes), figsize=(3.6 + 3.9 * len(modes), 3.3), squeeze=False)
-    ax = axes[0][0]
-    ax.imshow(jaccard.to_numpy(), vmin=0, vmax=1, cmap="Blues")
-    tasks = list(jaccard.columns)
-    ax.set_xticks(range(len(tasks)), tasks, rotation=30, fontsize=7)
-    ax.set_yticks(range(len(tasks)), tasks, fontsize=7)
-    for i in range(len(tasks)):
-        for j in range(len(tasks)):
-            ax.text(j, i, f"{jaccard.iat[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_title("Jaccard of top-n heads", fontsize=9)
-    for ax, mode in zip(axes[0][1:], modes):
-        sel = ablation[ablation["mode"] == mode]
-        rows = list(dict.fromkeys(sel["ablated"]))
-        grid = np.array([[float(sel[(sel["ablated"] == r) & (sel["task"] == t)]["delta_logprob"].iloc[0])
-                          for t in tasks] for r in rows])
-        lim = max(1.0, float(np.nanmax(np.abs(grid))))
-        ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(len(tasks)), tasks, rotation=30, fontsize=7)
-        ax.set_yticks(range(len(rows)), [f"ablate {r}" for r in rows], fontsize=7)
-        for i in range(len(rows)):
-            for j in range(len(tasks)):
-                ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
-        ax.set_title(f"{mode}-ablation: mean Δ log P(answer)", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------- run + CLI
+# ----------------------------------------------------------------------------- the analysis
 
 
 @dataclass
-class HeadsRunResult:
+class HeadsResult:
+    """Everything ``interp run heads`` and the report's section show (no files written).
+
+    ``jaccard_other`` / ``membership_other``: the overlap ranked by the other metric (``other_by``).
+    ``attention``: the attention pattern ``[head, dest, src]``, its str tokens and head names of
+    every task's top heads (``shown``) on prompt ``options.attention_prompt``.
+    """
+
     attribution: HeadAttributionResult
     ranking: pd.DataFrame
     jaccard: pd.DataFrame
     membership: pd.DataFrame
+    other_by: str
+    jaccard_other: pd.DataFrame
+    membership_other: pd.DataFrame
     ablation: pd.DataFrame | None
-    out: Path | None = None
+    ablation_scores: pd.DataFrame | None
+    shown: list[Head]
+    query_attention: pd.DataFrame
+    attention: tuple[Tensor, list[str], list[str]]
 
 
 def parse_modes(text: str) -> list[str]:
@@ -632,56 +578,40 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
-def run_heads(config: HeadAttributionConfig, show_progress: bool = True) -> HeadsRunResult:
-    """DLA, top heads, overlap, ablation and attention views, written to the run directory."""
-    if config.rank_by not in METRICS:
-        raise InterpError(f"unknown --rank-by {config.rank_by!r}: use logit or diff")
-    if config.top_n < 1:
+def check_options(options: HeadsOptions, n_prompts: int) -> list[str]:
+    """Validate ``options`` for ``n_prompts`` prompts (before any model is loaded); returns the ablation modes."""
+    if options.rank_by not in METRICS:
+        raise InterpError(f"unknown --rank-by {options.rank_by!r}: use logit or diff")
+    if options.top_n < 1:
         raise InterpError("--top-n must be at least 1")
-    modes = parse_modes(config.ablation)
-    prompts = make_prompts(config)
-    if not 0 <= config.attention_prompt < len(prompts):
-        raise InterpError(f"--attention-prompt must be in 0..{len(prompts) - 1}")
-    model = make_model(config)
-    run = open_run(config, "heads", model)
-    save_prompts(prompts, run.file("prompts.jsonl"))
-    result = head_attribution(model, prompts, show_progress=show_progress, use_cache=config.cache)
-    run.write_csv("attributions.csv", result.attributions)
-    run.write_csv("closure.csv", result.closure)
-    run.write_csv("heads.csv", result.heads)
-    run.write_csv("components.csv", result.components)
-    ranking = head_ranking(result, max(10, config.top_n), config.rank_by)
-    run.write_csv("head_ranking.csv", ranking)
-    jaccard, membership = head_overlap(result, config.top_n, config.rank_by)
-    run.write_csv("jaccard.csv", jaccard.reset_index(names="task"))
-    run.write_csv("head_membership.csv", membership)
-    other = "diff" if config.rank_by == "logit" else "logit"
-    jaccard_other, membership_other = head_overlap(result, config.top_n, other)
-    run.write_csv(f"jaccard_by_{other}.csv", jaccard_other.reset_index(names="task"))
-    run.write_csv(f"head_membership_by_{other}.csv", membership_other)
-    title = f"{model.name} · {config.task_set} · {len(prompts)} prompts"
-    fig = plot_head_attribution(result, config.rank_by, f"direct logit attribution per head · {title}")
-    run.save_figure("head_attribution", fig)
-    plt.close(fig)
-    ablation = None
+    modes = parse_modes(options.ablation)
+    if not 0 <= options.attention_prompt < n_prompts:
+        raise InterpError(f"--attention-prompt must be in 0..{n_prompts - 1}")
+    return modes
+
+
+def analyse(model: LoadedModel, prompts: Sequence[Prompt], options: HeadsOptions, seed: int = 0,
+            show_progress: bool = True, use_cache: bool = True,
+            cache_dir: str | os.PathLike[str] | None = None) -> HeadsResult:
+    """DLA, top heads, overlap (both rankings), ablation and the top heads' attention on one prompt."""
+    modes = check_options(options, len(prompts))
+    result = head_attribution(model, prompts, show_progress=show_progress, use_cache=use_cache, cache_dir=cache_dir)
+    ranking = head_ranking(result, max(10, options.top_n), options.rank_by)
+    jaccard, membership = head_overlap(result, options.top_n, options.rank_by)
+    other = "diff" if options.rank_by == "logit" else "logit"
+    jaccard_other, membership_other = head_overlap(result, options.top_n, other)
+    ablation = scores = None
     if modes:
-        ablation, scores = ablation_table(model, prompts, result, config.top_n, config.rank_by, modes,
-                                          config.random_control, config.seed, show_progress)
-        run.write_csv("ablation.csv", ablation)
-        run.write_csv("ablation_scores.csv", scores)
-    fig = plot_overlap_and_ablation(jaccard, ablation, f"top-{config.top_n} heads by {config.rank_by} · {title}")
-    run.save_figure("overlap_ablation", fig)
-    plt.close(fig)
-    # Attention of every task's top heads on one real prompt (offline circuitsvis HTML).
-    prompt = prompts[config.attention_prompt]
-    shown = list(dict.fromkeys(h for t in result.tasks for h in top_heads(result, t, config.top_n, config.rank_by)))
-    run.write_csv("query_attention.csv", query_attention(model, prompt, shown))
-    view = attention_view(model, prompt, shown, config.attention_window or None)
-    run.write_text("attention_top_heads.html", view.local_src)
-    return HeadsRunResult(result, ranking, jaccard, membership, ablation, run.path)
+        ablation, scores = ablation_table(model, prompts, result, options.top_n, options.rank_by, modes,
+                                          options.random_control, seed, show_progress)
+    prompt = prompts[options.attention_prompt]
+    shown = list(dict.fromkeys(h for t in result.tasks for h in top_heads(result, t, options.top_n, options.rank_by)))
+    attention = head_attention(model, prompt, shown, options.attention_window or None)
+    return HeadsResult(result, ranking, jaccard, membership, other, jaccard_other, membership_other, ablation, scores,
+                       shown, query_attention(model, prompt, shown), attention)
 
 
-def format_heads(result: HeadsRunResult, n: int) -> str:
+def format_heads(result: HeadsResult, n: int) -> str:
     lines = []
     for task in result.attribution.tasks:
         sel = result.ranking[(result.ranking["task"] == task) & (result.ranking["rank"] <= n)]
@@ -693,17 +623,3 @@ def format_heads(result: HeadsRunResult, n: int) -> str:
                      .to_string(index=False, float_format="%.4f"))
     lines.append(f"max closure error: {result.attribution.closure['error'].max():.2e}")
     return "\n".join(lines)
-
-
-def _cli_run(args: argparse.Namespace) -> int:
-    config = from_args(HeadAttributionConfig, args)
-    result = run_heads(config)
-    print(format_heads(result, config.top_n))
-    print(f"results: {result.out}")
-    return 0
-
-
-CLI_COMMANDS = [
-    Command(("run", "heads"), "direct logit attribution per head/MLP, top heads per task, overlap, ablation",
-            lambda p: add_dataclass_args(p, HeadAttributionConfig), _cli_run),
-]

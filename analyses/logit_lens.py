@@ -19,52 +19,46 @@ rate so a reader can discount it.
 
 Python::
 
-    from analyses.logit_lens import logit_lens, plot_logit_lens, entry_layers
+    from analyses.logit_lens import logit_lens, entry_layers
+    from interp_app.figures.logit_lens import plot_logit_lens
     table = logit_lens(model, prompts)           # mean over prompts per (layer, task, condition)
     fig = plot_logit_lens(table)
     entry_layers(table, k=10)                    # first layer whose median rank is <= 10
 
-CLI: ``interp run logit-lens --model smollm2-135m --task-set country --n-prompts 10``.
+CLI (:mod:`interp_app.commands.logit_lens`):
+``interp run logit-lens --model smollm2-135m --task-set country --n-prompts 10``.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from jaxtyping import Float  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from interp.activations import get_activations  # noqa: E402
-from interp.cli import Command  # noqa: E402
-from interp.config import add_dataclass_args, from_args  # noqa: E402
-from interp.errors import InterpError  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model, make_prompts, open_run  # noqa: E402
-from interp.models import LoadedModel  # noqa: E402
-from interp.progress import progress  # noqa: E402
-from interp.prompts import Example, Prompt, render_prompt, save_prompts  # noqa: E402
-from interp.scoring import tokenize_answers  # noqa: E402
-from interp.tasks import TaskSet, get_task_set  # noqa: E402
+from interp.activations import get_activations
+from interp.errors import InterpError
+from interp.models import LoadedModel
+from interp.progress import progress
+from interp.prompts import Example, Prompt, render_prompt
+from interp.scoring import tokenize_answers
+from interp.tasks import TaskSet, get_task_set
 
 SUPERPOSED = "superposed"
 
 
 @dataclass
-class LogitLensConfig(ExperimentConfig):
-    n_prompts: int = field(default=10, metadata={"help": "number of prompts (each costs 1 + K hooked forwards with controls)"})
+class LogitLensOptions:
+    """logit-lens options"""
+
     controls: bool = field(default=True, metadata={"help": "also run single-task control prompts (same queries)"})
     top_k: int = field(default=10, metadata={"help": "rank threshold for the 'first layer in the top k' table"})
-    cache: bool = field(default=True, metadata={"help": "read/write activations through the on-disk activation cache"})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -151,7 +145,8 @@ def first_answer_tokens(model: LoadedModel, prompt: Prompt) -> dict[str, int]:
 
 @torch.no_grad()
 def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: str = SUPERPOSED,
-                    show_progress: bool = True, use_cache: bool = True) -> pd.DataFrame:
+                    show_progress: bool = True, use_cache: bool = True,
+                    cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Per-prompt logit lens at the query position.
 
     Returns one row per (prompt, layer, task): ``prompt_id, condition, layer, site, task,
@@ -162,7 +157,7 @@ def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: st
         raise InterpError("no prompts: build at least one prompt")
     sites = lens_sites(model)
     acts = get_activations(model, prompts, query_hooks(model), positions="query",
-                           show_progress=show_progress, use_cache=use_cache, log=show_progress)
+                           show_progress=show_progress, use_cache=use_cache, cache_dir=cache_dir, log=show_progress)
     rows = []
     for i, p in enumerate(progress(prompts, desc=f"logit lens ({condition})", disable=not show_progress)):
         first = first_answer_tokens(model, p)
@@ -201,7 +196,8 @@ def summarize_lens(rows: pd.DataFrame, top_k: int = 10) -> pd.DataFrame:
 
 def logit_lens(model: LoadedModel, prompts: Sequence[Prompt], controls: bool = True,
                task_set: TaskSet | str | None = None, top_k: int = 10, show_progress: bool = True,
-               return_rows: bool = False, use_cache: bool = True) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+               return_rows: bool = False, use_cache: bool = True, cache_dir: str | os.PathLike[str] | None = None
+               ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Logit lens of every task's answer on ``prompts`` (mean over prompts).
 
     Args:
@@ -212,16 +208,17 @@ def logit_lens(model: LoadedModel, prompts: Sequence[Prompt], controls: bool = T
         top_k: threshold for the ``in_top{k}`` column.
         return_rows: also return the per-prompt rows.
         use_cache: read/write residuals through the on-disk activation cache.
+        cache_dir: that cache's directory (default: see :func:`interp.cache.resolve_cache_dir`).
 
     Returns:
         Tidy DataFrame ``layer, site, task, condition, prob, logprob, rank, median_rank,
         in_top{k}, shared_first_token, n_prompts`` (and the per-prompt rows if asked).
     """
-    frames = [logit_lens_rows(model, prompts, SUPERPOSED, show_progress, use_cache)]
+    frames = [logit_lens_rows(model, prompts, SUPERPOSED, show_progress, use_cache, cache_dir)]
     if controls:
         ts = task_set if task_set is not None else prompts[0].task_set
         for task, control in single_task_controls(prompts, ts).items():
-            frames.append(logit_lens_rows(model, control, f"single:{task}", show_progress, use_cache))
+            frames.append(logit_lens_rows(model, control, f"single:{task}", show_progress, use_cache, cache_dir))
     rows = pd.concat(frames, ignore_index=True)
     table = summarize_lens(rows, top_k)
     return (table, rows) if return_rows else table
@@ -244,42 +241,7 @@ def entry_layers(table: pd.DataFrame, k: int = 10, stat: str = "median_rank") ->
     return pd.DataFrame(rows)
 
 
-def plot_logit_lens(table: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Left: mean P(answer's first token) per layer, one line per task (solid: superposed; dashed:
-    the task's own single-task control). Right: heatmap of log10 median rank, layer × task
-    (superposed)."""
-    sup = table[table["condition"] == SUPERPOSED]
-    tasks = list(dict.fromkeys(sup["task"]))
-    layers = sorted(sup["layer"].unique())
-    n_layers = max(layers)
-    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, task in enumerate(tasks):
-        c = colors[i % len(colors)]
-        g = sup[sup["task"] == task].sort_values("layer")
-        ax.plot(g["layer"], g["prob"], color=c, lw=1.8, label=f"{task}")
-        ctrl = table[(table["condition"] == f"single:{task}") & (table["task"] == task)].sort_values("layer")
-        if len(ctrl):
-            ax.plot(ctrl["layer"], ctrl["prob"], color=c, lw=1.2, ls="--", label=f"{task} (single-task)")
-    ax.set_xlabel(f"layer (resid_pre; {n_layers} = final)")
-    ax.set_ylabel("mean P(first answer token)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, frameon=False, ncol=2)
-    grid = np.array([[float(sup[(sup["task"] == t) & (sup["layer"] == layer)]["median_rank"].iloc[0])
-                      for layer in layers] for t in tasks])
-    im = hx.imshow(np.log10(grid), aspect="auto", cmap="viridis_r", interpolation="nearest")
-    hx.set_yticks(range(len(tasks)), tasks)
-    step = max(1, len(layers) // 10)
-    hx.set_xticks(range(0, len(layers), step), [str(layers[j]) for j in range(0, len(layers), step)])
-    hx.set_xlabel("layer")
-    fig.colorbar(im, ax=hx, label="log10 median rank (superposed)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------- run + CLI
+# ----------------------------------------------------------------------------- the analysis
 
 
 @dataclass
@@ -287,37 +249,12 @@ class LogitLensResult:
     table: pd.DataFrame
     rows: pd.DataFrame
     entry: pd.DataFrame
-    out: Path | None = None
 
 
-def run_logit_lens(config: LogitLensConfig, show_progress: bool = True) -> LogitLensResult:
-    """Build prompts, run the logit lens (with controls), write tables and the figure."""
-    prompts = make_prompts(config)
-    model = make_model(config)
-    run = open_run(config, "logit-lens", model)
-    save_prompts(prompts, run.file("prompts.jsonl"))
-    table, rows = logit_lens(model, prompts, controls=config.controls, task_set=config.task_set,
-                             top_k=config.top_k, show_progress=show_progress, return_rows=True,
-                             use_cache=config.cache)
-    entry = entry_layers(table, config.top_k)
-    run.write_csv("logit_lens.csv", table)
-    run.write_csv("logit_lens_per_prompt.csv", rows)
-    run.write_csv("entry_layers.csv", entry)
-    fig = plot_logit_lens(table, f"logit lens · {model.name} · {config.task_set} · {len(prompts)} prompts")
-    run.save_figure("logit_lens", fig)
-    plt.close(fig)
-    return LogitLensResult(table, rows, entry, run.path)
-
-
-def _cli_run(args: argparse.Namespace) -> int:
-    config = from_args(LogitLensConfig, args)
-    result = run_logit_lens(config)
-    print(result.entry.to_string(index=False, float_format="%.4f"))
-    print(f"results: {result.out}")
-    return 0
-
-
-CLI_COMMANDS = [
-    Command(("run", "logit-lens"), "logit lens of every task's answer at the query position, per layer",
-            lambda p: add_dataclass_args(p, LogitLensConfig), _cli_run),
-]
+def analyse(model: LoadedModel, prompts: Sequence[Prompt], options: LogitLensOptions, task_set: TaskSet | str | None = None,
+            show_progress: bool = True, use_cache: bool = True,
+            cache_dir: str | os.PathLike[str] | None = None) -> LogitLensResult:
+    """The logit lens (with controls when ``options.controls``) and each task's entry layer (no files written)."""
+    table, rows = logit_lens(model, prompts, controls=options.controls, task_set=task_set, top_k=options.top_k,
+                             show_progress=show_progress, return_rows=True, use_cache=use_cache, cache_dir=cache_dir)
+    return LogitLensResult(table, rows, entry_layers(table, options.top_k))

@@ -28,45 +28,38 @@ right format but no consistent input→output map.
 
 Python::
 
-    from analyses.task_vectors import TaskVectorConfig, run_task_vectors
-    result = run_task_vectors(TaskVectorConfig(model="tiny-llama", task_set="ab", n_prompts=4))
+    from analyses.task_vectors import TaskVectorOptions, analyse
+    result = analyse(model, "ab", n_prompts=4, seed=0, config=TaskVectorOptions(n_examples=8))
 
-CLI: ``interp run task-vectors --model smollm2-135m --task-set ab --n-prompts 100``.
+CLI (:mod:`interp_app.commands.task_vectors`):
+``interp run task-vectors --model smollm2-135m --task-set ab --n-prompts 100``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from jaxtyping import Float  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from interp.activations import get_activations  # noqa: E402
-from interp.cli import Command  # noqa: E402
-from interp.config import add_dataclass_args, from_args  # noqa: E402
-from interp.errors import InterpError  # noqa: E402
-from interp.experiment import ExperimentConfig, make_model, open_run  # noqa: E402
-from interp.models import LoadedModel  # noqa: E402
-from interp.patching import PATCH_MODES, Patch, patched_logprobs  # noqa: E402
-from interp.progress import progress  # noqa: E402
-from interp.prompts import Prompt, build_prompts  # noqa: E402
-from interp.runs import RunDir  # noqa: E402
-from interp.scoring import score_prompts, tokenize_answers  # noqa: E402
-from interp.tasks import Task, TaskSet, get_task_set  # noqa: E402
+from interp.activations import get_activations
+from interp.errors import InterpError
+from interp.models import LoadedModel
+from interp.patching import PATCH_MODES, Patch, patched_logprobs
+from interp.progress import progress
+from interp.prompts import Prompt, build_prompts
+from interp.scoring import score_prompts, tokenize_answers
+from interp.tasks import Task, TaskSet, get_task_set
 
 FIT_METHODS = ("ls", "nnls", "simplex")
 
@@ -75,12 +68,17 @@ FIT_METHODS = ("ls", "nnls", "simplex")
 
 
 @dataclass
-class TaskVectorConfig(ExperimentConfig):
-    """Options of ``interp run task-vectors``. ``n_prompts`` is prompts per task / mixture / λ and
-    ``examples_per_task`` the in-context examples of *every* prompt (pure and mixed alike, so
-    all prompts have the same length, as in the paper)."""
+class TaskVectorOptions:
+    """task-vector options
+
+    ``n_examples`` is the number of in-context examples of *every* prompt (pure and mixed alike,
+    so all prompts have the same length, as in the paper); ``n_prompts`` (an argument of
+    :func:`analyse`) is prompts per task / mixture / λ.
+    """
 
     tasks: str = field(default="", metadata={"help": "tasks, comma-separated (default: the set's default tasks)"})
+    n_examples: int | None = field(default=None, metadata={"help": "in-context examples per prompt, pure and mixed "
+                                                                   "alike (default: the task set's, 20)"})
     n_queries: int = field(default=50, metadata={"help": "zero-shot queries for the layer sweep and interpolation"})
     modes: str = field(default="replace,add,add:4",
                        metadata={"help": "patch modes for the sweep: replace, add, add:ALPHA (residual + ALPHA·v)"})
@@ -199,17 +197,19 @@ class TaskVectors:
 
 
 def separator_states(model: LoadedModel, prompts: Sequence[Prompt], layers: Sequence[int] | None = None,
-                     show_progress: bool = True) -> Float[Tensor, "prompt layer d_model"]:
+                     show_progress: bool = True, use_cache: bool = True,
+                     cache_dir: str | os.PathLike[str] | None = None) -> Float[Tensor, "prompt layer d_model"]:
     """resid_post at each prompt's query separator, every layer (via the activation cache)."""
     layers = list(range(model.n_layers)) if layers is None else list(layers)
     acts = get_activations(model, prompts, ["resid_post"], layers=layers, positions="query",
-                           show_progress=show_progress)
+                           show_progress=show_progress, use_cache=use_cache, cache_dir=cache_dir)
     return acts.stack("hook_resid_post", layers)[:, :, 0].permute(1, 0, 2).contiguous().float()
 
 
 def extract_task_vectors(model: LoadedModel, task_set: TaskSet, tasks: Sequence[str], n_prompts: int = 100,
                          n_examples: int | None = None, seed: int = 0, separator: str | None = None,
-                         show_progress: bool = True) -> TaskVectors:
+                         show_progress: bool = True, use_cache: bool = True,
+                         cache_dir: str | os.PathLike[str] | None = None) -> TaskVectors:
     """Mean separator resid_post over ``n_prompts`` single-task prompts, per task and layer."""
     layers = list(range(model.n_layers))
     n_ex = n_examples or task_set.examples_per_task
@@ -217,7 +217,7 @@ def extract_task_vectors(model: LoadedModel, task_set: TaskSet, tasks: Sequence[
     for t in tasks:
         prompts = build_prompts(task_set, mixture={t: 1.0}, n_prompts=n_prompts, n_examples=n_ex, seed=seed,
                                 separator=separator, **_sampling(task_set))
-        per_task.append(separator_states(model, prompts, layers, show_progress))
+        per_task.append(separator_states(model, prompts, layers, show_progress, use_cache, cache_dir))
     per_prompt = torch.stack(per_task)
     return TaskVectors(list(tasks), layers, per_prompt.mean(1), per_prompt)
 
@@ -393,7 +393,8 @@ def default_mixtures(tasks: Sequence[str], skews: Sequence[float] = (0.75,)) -> 
 
 def projection_targets(model: LoadedModel, task_set: TaskSet, tasks: Sequence[str], n_prompts: int,
                        n_examples: int | None, seed: int, skews: Sequence[float] = (0.75,), controls: bool = True,
-                       separator: str | None = None, show_progress: bool = True) -> list[ProjectionTarget]:
+                       separator: str | None = None, show_progress: bool = True, use_cache: bool = True,
+                       cache_dir: str | os.PathLike[str] | None = None) -> list[ProjectionTarget]:
     """Build and run the mixture prompts (fresh seed) and the controls."""
     n_ex = n_examples or task_set.examples_per_task
     tasks = list(tasks)
@@ -401,7 +402,8 @@ def projection_targets(model: LoadedModel, task_set: TaskSet, tasks: Sequence[st
     for label, mix in default_mixtures(tasks, skews):
         prompts = build_prompts(task_set, mixture=mix, n_prompts=n_prompts, n_examples=n_ex, seed=seed,
                                 separator=separator, **_sampling(task_set))
-        states = separator_states(model, prompts, show_progress=show_progress)
+        states = separator_states(model, prompts, show_progress=show_progress, use_cache=use_cache,
+                                  cache_dir=cache_dir)
         active = [t for t in tasks if mix.get(t, 0) > 0]
         cands = {"all": tasks} if len(active) == 1 else {"mix": active, "all": tasks}
         targets.append(ProjectionTarget(label, "pure" if len(active) == 1 else "mix",
@@ -413,7 +415,8 @@ def projection_targets(model: LoadedModel, task_set: TaskSet, tasks: Sequence[st
     for a, b in itertools.combinations(tasks, 2):
         prompts = build_prompts(rand_ts, mixture={f"rand_{a}": 0.5, f"rand_{b}": 0.5}, n_prompts=n_prompts,
                                 n_examples=n_ex, seed=seed, separator=separator, **_sampling(task_set))
-        states = separator_states(model, prompts, show_progress=show_progress)
+        states = separator_states(model, prompts, show_progress=show_progress, use_cache=use_cache,
+                                  cache_dir=cache_dir)
         targets.append(ProjectionTarget(f"rand({a}+{b})", "random_answers", {t: 0.0 for t in tasks}, states,
                                         {"mix": [a, b], "all": tasks}))
         for c in tasks:
@@ -583,110 +586,6 @@ def curve_distance(tv: pd.DataFrame, icl: pd.DataFrame) -> dict[str, float]:
     }
 
 
-# ---------------------------------------------------------------------------- figures
-
-
-def plot_layer_sweep(summary: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Mean P(answer) vs patched layer, one panel per mode, one line per task (dashed: baseline)."""
-    modes = [(m, a) for m, a in summary[["mode", "alpha"]].drop_duplicates().itertuples(index=False) if m != "none"]
-    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.0), sharey=True, squeeze=False)
-    colors = dict(zip(summary["vector_task"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for ax, (mode, alpha) in zip(axes[0], modes):
-        for t, c in colors.items():
-            s = summary[(summary["vector_task"] == t) & (summary["mode"] == mode) & (summary["alpha"] == alpha)]
-            ax.plot(s["layer"], s["mean_prob"], color=c, label=t)
-            ax.fill_between(s["layer"], s["mean_prob"] - s["sem"], s["mean_prob"] + s["sem"], color=c, alpha=0.2)
-            base = summary[(summary["vector_task"] == t) & (summary["mode"] == "none")]["mean_prob"]
-            if len(base):
-                ax.axhline(float(base.iloc[0]), color=c, ls="--", lw=0.8)
-        ax.set_title(mode if mode == "replace" else f"{mode} α={alpha:g}", fontsize=9)
-        ax.set_xlabel("layer")
-    axes[0][0].set_ylabel("mean P(answer), zero-shot + patch")
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_weights(table: pd.DataFrame, tasks: Sequence[str], title: str = "") -> plt.Figure:
-    """Fitted weights (bars) vs in-context shares (ticks) per target at one layer."""
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(table), 3.2))
-    width = 0.8 / len(tasks)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, t in enumerate(tasks):
-        x = np.arange(len(table)) + (k - (len(tasks) - 1) / 2) * width
-        ax.bar(x, table[f"w_{t}"], width=width, color=colors[k % len(colors)], label=f"w({t})")
-        ax.scatter(x, table[f"share_{t}"], marker="_", s=200, color="black", zorder=3)
-    ax.set_xticks(np.arange(len(table)), table["target"], rotation=35, ha="right", fontsize=7)
-    ax.set_ylabel("weight (bars) / share (—)")
-    ax.legend(fontsize=7, frameon=False)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_residuals(fits: pd.DataFrame, method: str = "simplex", candidates: str = "mix",
-                   best: Sequence[int] = (), title: str = "", column: str = "rel_residual_spread") -> plt.Figure:
-    """Relative residual vs layer: mixes against controls; vertical lines at best layers."""
-    s = fits[(fits["method"] == method) & (fits["level"] == "mean")]
-    s = s[(s["candidates"] == candidates) | ((s["kind"] == "pure") & (s["candidates"] == "all"))]
-    s = s.groupby(["kind", "target", "layer"])[column].first().reset_index()
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    styles = {"pure": ("#7f7f7f", ":"), "mix": ("#1f77b4", "-"), "random_answers": ("#d62728", "--"),
-              "other_task": ("#2ca02c", "-.")}
-    for kind, g in s.groupby("kind"):
-        color, ls = styles.get(str(kind), ("black", "-"))
-        mean = g.groupby("layer")[column].mean()
-        ax.plot(mean.index, mean.values, color=color, ls=ls, label=f"{kind} ({g['target'].nunique()})")
-    for b in best:
-        ax.axvline(b, color="black", lw=0.5, alpha=0.4)
-    ax.set_xlabel("layer")
-    ax.set_ylabel(f"{column} ({method})")
-    ax.legend(fontsize=7, frameon=False)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_projection_2d(proj: pd.DataFrame, method: str = "lda", title: str = "") -> plt.Figure:
-    """Scatter of the 2-D map per layer: fitted pure prompts (small) and mixed prompts."""
-    s = proj[proj["method"] == method]
-    layers = sorted(s["layer"].unique())
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.0 * len(layers), 3.0), squeeze=False)
-    labels = [lab for lab in s["label"].unique() if s[s["label"] == lab]["kind"].iloc[0] != "pure"]
-    colors = dict(zip(labels, itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])))
-    for ax, layer in zip(axes[0], layers):
-        for lab in labels:
-            g = s[(s["layer"] == layer) & (s["label"] == lab)]
-            fit = lab.startswith("fit:")
-            marker = "o" if fit else ("x" if g["kind"].iloc[0] == "random_answers" else "^")
-            ax.scatter(g["x"], g["y"], s=6 if fit else 12, marker=marker, color=colors[lab], alpha=0.6,
-                       label=lab.removeprefix("fit:"))
-        ax.set_title(f"layer {layer}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][-1].legend(fontsize=6, frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle(title or method.upper(), fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_interpolation(tv: pd.DataFrame, icl: pd.DataFrame, task_a: str, task_b: str, title: str = "") -> plt.Figure:
-    """The paper's two panels: task-vector interpolation (top) and real ICL mixing (bottom)."""
-    fig, axes = plt.subplots(2, 1, figsize=(4.6, 5.0), sharex=True)
-    for ax, curve, name in ((axes[0], tv, "task-vector interpolation"), (axes[1], icl, "ICL mixture")):
-        ax.stackplot(curve["lam"], curve["p_a"], curve["p_b"], curve["other"].clip(lower=0),
-                     labels=[f"P({task_a})", f"P({task_b})", "other"], colors=["#1f77b4", "#ff7f0e", "#dddddd"])
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("probability")
-        ax.set_title(name, fontsize=9)
-    axes[1].set_xlabel(f"λ  ({task_a} → {task_b})")
-    axes[0].legend(fontsize=7, frameon=False, loc="upper right")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 # ---------------------------------------------------------------------------- the run
 
 
@@ -703,7 +602,6 @@ class TaskVectorResult:
     interp_curves: pd.DataFrame
     interp_scores: pd.DataFrame
     interp_summary: dict[str, Any]
-    out: Path | None = None
 
 
 def _map_layers(best: pd.DataFrame, layer: int, n_layers: int, k: int = 6) -> list[int]:
@@ -717,24 +615,32 @@ def _map_layers(best: pd.DataFrame, layer: int, n_layers: int, k: int = 6) -> li
     return sorted(chosen)
 
 
-def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = True,
-            run: RunDir | None = None) -> TaskVectorResult:
-    """Every step of the analysis (tables also written stage by stage when ``run`` is given)."""
+def analyse(model: LoadedModel, task_set: TaskSet | str, n_prompts: int, seed: int, config: TaskVectorOptions,
+            separator: str | None = None, show_progress: bool = True, use_cache: bool = True,
+            cache_dir: str | os.PathLike[str] | None = None,
+            on_table: Callable[[str, pd.DataFrame], None] | None = None) -> TaskVectorResult:
+    """Every step of the analysis (no files written).
+
+    ``n_prompts`` is prompts per task / mixture / λ. ``on_table(name, frame)`` is called with each
+    stage's table as soon as it is computed (the command writes them, so a long run that stops
+    late keeps its early tables).
+    """
 
     def write(name: str, frame: pd.DataFrame) -> None:
-        if run is not None:
-            run.write_csv(name, frame)
+        if on_table is not None:
+            on_table(name, frame)
 
-    ts = get_task_set(config.task_set)
+    ts = get_task_set(task_set) if isinstance(task_set, str) else task_set
+    cache = {"use_cache": use_cache, "cache_dir": cache_dir}
     tasks = resolve_tasks(ts, config.tasks)
     modes = parse_modes(config.modes)
     layers = parse_layers(config.layers, model.n_layers)
     eoa = config.end_of_answer or None
     # Distinct seeds: the mixtures' (and the pure "noise floor") prompts are fresh, not the
     # prompts the task vectors were averaged over.
-    vectors = extract_task_vectors(model, ts, tasks, config.n_prompts, config.examples_per_task, config.seed,
-                                   config.separator, show_progress)
-    queries = zero_shot_queries(ts, tasks, config.n_queries, config.seed + 3, config.separator)
+    vectors = extract_task_vectors(model, ts, tasks, n_prompts, config.n_examples, seed, separator, show_progress,
+                                   **cache)
+    queries = zero_shot_queries(ts, tasks, config.n_queries, seed + 3, separator)
     sweep = layer_sweep(model, vectors, queries, modes, layers, eoa, config.max_rows, show_progress)
     summary = summarize_sweep(sweep)
     best = best_layers(summary)
@@ -744,8 +650,8 @@ def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = 
     layer = analysis_layer(summary) if ("replace", 1.0) in modes else int(best["best_layer"].iloc[0])
 
     skews = [float(s) for s in config.skews.split(",") if s.strip()]
-    targets = projection_targets(model, ts, tasks, config.n_prompts, config.examples_per_task, config.seed + 1,
-                                 skews, config.controls, config.separator, show_progress)
+    targets = projection_targets(model, ts, tasks, n_prompts, config.n_examples, seed + 1,
+                                 skews, config.controls, separator, show_progress, **cache)
     fits = projection_fits(vectors, targets)
     weights = weights_table(fits, layer)
     proj2d = projection_2d(vectors, targets, _map_layers(best, layer, model.n_layers))
@@ -763,8 +669,8 @@ def analyse(model: LoadedModel, config: TaskVectorConfig, show_progress: bool = 
         raise InterpError(f"--interp-layer {ilayer} out of range: the model has layers 0..{model.n_layers - 1}")
     tv_scores = interpolate_vectors(model, vectors, queries, a, b, ilayer, np.linspace(0, 1, config.n_lambdas),
                                     end_of_answer=eoa, max_rows=config.max_rows, show_progress=show_progress)
-    icl_scores = icl_mixing(model, ts, a, b, np.linspace(0, 1, config.n_icl_lambdas), config.n_prompts,
-                            config.examples_per_task, config.seed + 4, config.separator, eoa, show_progress)
+    icl_scores = icl_mixing(model, ts, a, b, np.linspace(0, 1, config.n_icl_lambdas), n_prompts,
+                            config.n_examples, seed + 4, separator, eoa, show_progress)
     tv = interpolation_curve(tv_scores, a, b)
     icl = interpolation_curve(icl_scores, a, b)
     interp_summary: dict[str, Any] = {"task_a": a, "task_b": b, "layer": ilayer, **curve_distance(tv, icl)}
@@ -807,36 +713,6 @@ def add_spread_residual(fits: pd.DataFrame, mean: Float[Tensor, "task layer d_mo
     return fits.assign(rel_residual_spread=fits["residual"] / fits["layer"].map(scale))
 
 
-def run_task_vectors(config: TaskVectorConfig, show_progress: bool = True) -> TaskVectorResult:
-    """Run the whole analysis and write the run directory (tables, figures, vectors)."""
-    model = make_model(config)
-    run = open_run(config, "task-vectors", model)
-    r = analyse(model, config, show_progress, run)
-    save_vectors(r.vectors, run.file("task_vectors.safetensors"), {"model": model.name, "task_set": config.task_set})
-    run.write_csv("interpolation.csv", r.interp_curves)
-    run.write_csv("interpolation_scores.csv", r.interp_scores)
-    run.write_json("metrics.json", {"analysis_layer": r.layer, "interpolation": r.interp_summary,
-                                    "best_layers": r.best.to_dict(orient="records")})
-    title = f"{model.name} · {config.task_set}"
-    tasks = r.vectors.tasks
-    figs = {
-        "layer_sweep": plot_layer_sweep(r.sweep_summary, title),
-        "weights": plot_weights(r.weights, tasks, f"{title} · simplex weights at layer {r.layer}"),
-        "residuals": plot_residuals(r.fits, best=sorted(set(r.best["best_layer"].astype(int))), title=title),
-        "projection_lda": plot_projection_2d(r.proj2d, "lda", f"{title} · LDA on pure-task prompts"),
-        "projection_pca": plot_projection_2d(r.proj2d, "pca", f"{title} · PCA on pure-task prompts"),
-    }
-    tv = r.interp_curves[r.interp_curves["kind"] == "task_vector"]
-    icl = r.interp_curves[r.interp_curves["kind"] == "icl"]
-    figs["interpolation"] = plot_interpolation(tv, icl, r.interp_summary["task_a"], r.interp_summary["task_b"],
-                                               f"{title} · layer {r.interp_summary['layer']}")
-    for name, fig in figs.items():
-        run.save_figure(name, fig)
-        plt.close(fig)
-    r.out = run.path
-    return r
-
-
 def format_result(r: TaskVectorResult) -> str:
     best = r.best.to_string(index=False, float_format="%.3f")
     w = r.weights.to_string(index=False, float_format="%.3f")
@@ -844,17 +720,3 @@ def format_result(r: TaskVectorResult) -> str:
     tail = (f"interpolation {s['task_a']}→{s['task_b']} at layer {s['layer']}: mae_prob={s['mae_prob']:.3f} "
             f"mae_share={s['mae_share']:.3f} crossing tv={s['crossing_tv']:.2f} icl={s['crossing_icl']:.2f}")
     return f"best layers:\n{best}\n\nsimplex weights at layer {r.layer}:\n{w}\n\n{tail}"
-
-
-def _cli_run(args: argparse.Namespace) -> int:
-    config = from_args(TaskVectorConfig, args)
-    result = run_task_vectors(config)
-    print(format_result(result))
-    print(f"results: {result.out}")
-    return 0
-
-
-CLI_COMMANDS = [
-    Command(("run", "task-vectors"), "task vectors: layer sweep, projection of mixes, interpolation (paper §6)",
-            lambda p: add_dataclass_args(p, TaskVectorConfig), _cli_run),
-]

@@ -1,59 +1,43 @@
-"""The ``interp`` command line.
+"""The ``interp`` command line: every command, imported from :mod:`interp_app.commands`.
 
-Commands live next to the code they run: any module in :data:`COMMAND_MODULES` may define
-``CLI_COMMANDS``, a list of :class:`Command`. This file only assembles them, so adding a
-command never means editing a shared dispatcher.
+Each command module defines ``COMMANDS`` (a list of :class:`~interp_app.command.Command`); this
+file only assembles them. Adding a command: write ``interp_app/commands/<name>.py`` and add it
+to :data:`COMMAND_MODULES` below.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from interp.errors import InterpError
-
-
-@dataclass
-class Command:
-    """One CLI command: ``path`` is e.g. ``("run", "superposition")`` or ``("train",)``."""
-
-    path: tuple[str, ...]
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int | None]
-
-
-COMMAND_MODULES = (
-    "analyses.superposition",
-    "analyses.logit_lens",
-    "analyses.head_attribution",
-    "analyses.task_vectors",
-    "analyses.from_scratch",
-    "analyses.scale",
-    "interp.cache.cli",
-    "interp.report",
+from interp_app.command import Command
+from interp_app.commands import (
+    cache,
+    heads,
+    logit_lens,
+    mixture_curve,
+    report,
+    scale,
+    superposition,
+    task_vectors,
+    train,
 )
+from interp_app.logs import log_to_stderr
+
+COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, cache, report)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",
     "cache": "build, list, verify and remove cached activations",
 }
 
+__all__ = ["Command", "build_parser", "main"]
+
 
 def _collect_commands() -> list[Command]:
-    commands: list[Command] = []
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that analysis is not installed in this checkout
-            raise
-        commands.extend(getattr(module, "CLI_COMMANDS", []))
-    return commands
+    return [cmd for module in COMMAND_MODULES for cmd in module.COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log_to_stderr(logging.INFO)  # the library's status lines (cache reused / computed, ...)
     try:
         code = args._run(args)
     except InterpError as exc:

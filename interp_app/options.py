@@ -1,8 +1,19 @@
-"""Dataclass configs that are also the command line.
+"""Option groups: small dataclasses that are both Python configs and command-line flags.
 
-Each analysis declares one ``@dataclass`` config; :func:`add_dataclass_args` turns its fields
-into ``--flags`` (help text from ``field(metadata={"help": ...})``) and :func:`from_args`
-builds the config back, so the same object drives Python calls and ``interp run ...``.
+A command's config is a dataclass combining the groups it reads (each flag means one thing
+everywhere) with its analysis's own options dataclass::
+
+    @dataclass
+    class LogitLensConfig(ModelOptions, PromptOptions, CacheOptions, OutputOptions, LogitLensOptions): ...
+
+:func:`add_dataclass_args` turns the fields into ``--flags`` (grouped in ``--help`` by the group
+that declares them; help text from ``field(metadata={"help": ...})``) and :func:`from_args`
+builds the config back. :func:`parse_value` converts one ``VALUE`` string for a field's type;
+the report's ``--set SECTION.OPTION=VALUE`` uses it too, so a value parses the same way there.
+
+Groups: model (``--model --device --dtype``), prompts (``--task-set --tasks-file --n-prompts
+--seed --examples-per-task --mixture --separator``), cache (``--cache-dir --no-cache``), output
+(``--out --overwrite``). ``--batch-size`` belongs to the analysis options that read it.
 """
 
 from __future__ import annotations
@@ -11,9 +22,94 @@ import argparse
 import dataclasses
 import types
 import typing
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import interp.tasks as task_registry
+from interp.models import DEFAULT_MODEL, LoadedModel, load_model
+from interp.prompts import Prompt, build_prompts, parse_mixture
+from interp.tasks import TaskSet, get_task_set
+from interp_app.runs import RunDir
 
 C = TypeVar("C")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+# ------------------------------------------------------------------------------ the groups
+
+
+@dataclass
+class ModelOptions:
+    title: ClassVar[str] = "model"
+    model: str = field(default=DEFAULT_MODEL, metadata=_help("model spec: smollm2-135m, tiny-llama, tiny-qwen2, a local HF dir or a hub id"))
+    device: str = field(default="cpu", metadata=_help("cpu, cuda, cuda:N or auto"))
+    dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
+
+
+@dataclass
+class TaskSetOptions:
+    title: ClassVar[str] = "prompts"
+    task_set: str = field(default="country", metadata=_help("task set: ab, add-translate, country, word, retrieval, bias-add, or one from --tasks-file"))
+    tasks_file: list[str] = field(default_factory=list, metadata=_help(
+        "a .py file registering task sets, or a declarative .json/.toml task-set file (repeatable)",
+        repeat=True, metavar="PATH"))
+
+
+@dataclass
+class SampleOptions:
+    title: ClassVar[str] = "prompts"
+    n_prompts: int = field(default=100, metadata=_help("number of prompts"))
+    seed: int = field(default=0, metadata=_help("random seed (same seed, same prompts)"))
+
+
+@dataclass
+class MixtureOptions:
+    title: ClassVar[str] = "prompts"
+    examples_per_task: int | None = field(default=None, metadata=_help("in-context examples per task (default: the task set's, 20)"))
+    mixture: str = field(default="", metadata=_help("custom mix, e.g. capital=0.5,upper=0.5 (shares) or capital=10,upper=30 (counts); default uniform"))
+
+
+@dataclass
+class SeparatorOptions:
+    title: ClassVar[str] = "prompts"
+    separator: str | None = field(default=None, metadata=_help("override the task set's separator"))
+
+
+@dataclass
+class PromptOptions(TaskSetOptions, SampleOptions, MixtureOptions, SeparatorOptions):
+    """The whole prompts group: which task set, how many prompts, which mix."""
+
+
+@dataclass
+class CacheOptions:
+    title: ClassVar[str] = "activation cache"
+    cache_dir: str = field(default="", metadata=_help("activation cache directory (default: $INTERP_CACHE_DIR, else "
+                                                      "cached_activations/ at the repo root)"))
+    cache: bool = field(default=True, metadata=_help("read/write activations through the on-disk activation cache "
+                                                     "(--no-cache: compute, store nothing)"))
+
+    def cache_path(self) -> str | None:
+        return self.cache_dir or None
+
+
+@dataclass
+class OutputOptions:
+    title: ClassVar[str] = "output"
+    out: str = field(default="", metadata=_help("run directory (default: runs/<analysis>-<model>-<task set>)"))
+    overwrite: bool = field(default=False, metadata=_help("replace a run directory that holds a different run"))
+
+
+@dataclass
+class ExperimentConfig(ModelOptions, PromptOptions, OutputOptions):
+    """Model, prompts and output: what every single-model ``interp run …`` command reads."""
+
+
+# ------------------------------------------------------------------------------ dataclass <-> argparse
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -25,36 +121,148 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """Add one ``--flag`` per dataclass field (underscores become dashes)."""
+def parse_value(tp: Any, raw: str) -> Any:
+    """Convert one command-line ``raw`` string for a field annotated ``tp`` (ValueError when it does not parse).
+
+    ``bool``: 1/0/true/false/yes/no; ``list[X]``: comma-separated X; ``int``/``float``/``str``.
+    """
+    base, _ = _base_type(tp)
+    if base is bool:
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(raw)
+        return raw.lower() in ("1", "true", "yes")
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base) or (str,)
+        return [item(x.strip()) for x in raw.split(",") if x.strip()]
+    if base in (int, float, str):
+        return base(raw)
+    return raw
+
+
+def type_name(tp: Any) -> str:
+    base, _ = _base_type(tp)
+    return getattr(base, "__name__", str(base))
+
+
+def _group_of(config_cls: type, name: str) -> tuple[int, str]:
+    """(MRO position, title) of the first class in the MRO that declares ``name`` and has a title.
+
+    A group class names itself with a ``title`` class attribute; an analysis's options dataclass
+    with the first line of its docstring.
+    """
+    for i, klass in enumerate(config_cls.__mro__):
+        if name in klass.__dict__.get("__annotations__", {}):
+            title = klass.__dict__.get("title")
+            if isinstance(title, str):
+                return i, title
+            if klass.__doc__ and not klass.__doc__.startswith(f"{klass.__name__}("):
+                return i, klass.__doc__.strip().splitlines()[0]
+    return len(config_cls.__mro__), "options"
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, config_cls: type, suppress_defaults: bool = False) -> None:
+    """Add one ``--flag`` per dataclass field (underscores become dashes), grouped by option group.
+
+    ``suppress_defaults``: a flag not typed leaves no attribute on the namespace, so
+    :func:`from_args` keeps the dataclass default and :func:`typed_fields` tells which were typed.
+    """
     hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        if f.metadata.get("cli") is False:
-            continue
+    fields = [f for f in dataclasses.fields(config_cls) if f.metadata.get("cli") is not False]
+    placed = {f.name: _group_of(config_cls, f.name) for f in fields}
+    # Groups in the order the config lists its bases (model, prompts, cache, output, then the analysis's).
+    order = {title: rank for rank, title in sorted(placed.values(), reverse=True)}
+    groups = {title: parser.add_argument_group(title) for title in sorted(order, key=order.__getitem__)}
+    for f in sorted(fields, key=lambda f: (order[placed[f.name][1]], placed[f.name][0])):
+        target = groups[placed[f.name][1]]
         flag = "--" + f.name.replace("_", "-")
         tp, _optional = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
         )
         help_text = f.metadata.get("help", "")
-        if default is not None and default != "" and tp is not bool:
+        if default not in (None, "", []) and tp is not bool:
             help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
+        kwargs["default"] = argparse.SUPPRESS if suppress_defaults else default
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif typing.get_origin(tp) is list:
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif f.metadata.get("repeat"):
             (item,) = typing.get_args(tp) or (str,)
-            parser.add_argument(flag, dest=f.name, default=default, help=help_text + " (comma-separated)",
-                                type=lambda s, item=item: [item(x.strip()) for x in s.split(",") if x.strip()])
+            if not suppress_defaults:
+                kwargs["default"] = None  # argparse appends to a default list in place: fill it in from_args
+            target.add_argument(flag, action="append", type=item, metavar=f.metadata.get("metavar"), **kwargs)
         else:
-            parser.add_argument(flag, dest=f.name, default=default, type=tp if tp in (int, float, str) else str,
-                                help=help_text)
+            def convert(raw: str, tp: Any = hints[f.name]) -> Any:
+                return parse_value(tp, raw)
+
+            convert.__name__ = type_name(hints[f.name])  # argparse names the type in its error message
+            suffix = " (comma-separated)" if typing.get_origin(tp) is list else ""
+            kwargs["help"] += suffix
+            target.add_argument(flag, type=convert, **kwargs)
+
+
+def typed_fields(config_cls: type, args: argparse.Namespace) -> set[str]:
+    """Fields whose flag was typed (parsers built with ``suppress_defaults=True`` only)."""
+    return {f.name for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
 
 
 def from_args(config_cls: type[C], args: argparse.Namespace) -> C:
     """Build ``config_cls`` from parsed arguments (fields not on the command line keep defaults)."""
-    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
+    # None (an untyped repeatable flag, or an optional field's default) leaves the dataclass default.
+    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
+              if getattr(args, f.name, None) is not None}
     return config_cls(**kwargs)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+# ------------------------------------------------------------------------------ what the groups imply
+
+
+def load_tasks_files(paths: Sequence[str | Path]) -> list[str]:
+    """Register the task sets of every ``--tasks-file``; returns their names."""
+    names: list[str] = []
+    for path in paths:
+        names.extend(task_registry.load_tasks_file(path))
+    return names
+
+
+def resolve_task_set(options: TaskSetOptions, name: str | None = None) -> TaskSet:
+    """The task set ``name`` (default ``options.task_set``), after loading ``--tasks-file`` files."""
+    load_tasks_files(options.tasks_file)
+    return get_task_set(name or options.task_set)
+
+
+def make_prompts(config: PromptOptions, task_set: TaskSet | None = None) -> list[Prompt]:
+    """The prompts the prompts group describes."""
+    ts = task_set or resolve_task_set(config)
+    return build_prompts(
+        ts,
+        mixture=parse_mixture(config.mixture) if config.mixture else None,
+        n_prompts=config.n_prompts,
+        examples_per_task=config.examples_per_task,
+        seed=config.seed,
+        separator=config.separator,
+        # Whether inputs may repeat within a prompt is the task set's property (TaskSet.inputs_may_repeat).
+    )
+
+
+def make_model(config: ModelOptions) -> LoadedModel:
+    return load_model(config.model, device=config.device, dtype=config.dtype)
+
+
+def out_dir(config: OutputOptions, analysis: str, model: str = "", task_set: str = "") -> Path:
+    """``--out``, else ``runs/<analysis>-<model>-<task set>`` (relative to the working directory)."""
+    if config.out:
+        return Path(config.out)
+    name = Path(model).name if "/" in model else model
+    return Path("runs") / "-".join(x for x in (analysis, name, task_set) if x)
+
+
+def open_run(config: Any, analysis: str, model: LoadedModel) -> RunDir:
+    """The run directory of ``analysis``, recording its config and the model's description."""
+    path = out_dir(config, analysis, config.model, config.task_set)
+    return RunDir(path, {"analysis": analysis, "config": asdict(config), "model": model.describe()},
+                  overwrite=config.overwrite)

@@ -12,7 +12,7 @@ A report page must open from disk with no network at all, so everything is inlin
 
 Python::
 
-    from interp.render import Page, figure_img, attention_heads_view
+    from interp_app.render import Page, figure_img, attention_heads_view
     page = Page("My report")
     page.add("Attention", attention_heads_view(pattern, tokens, ["L3H1", "L5H0"]))
     page.write("out/index.html")
@@ -36,6 +36,8 @@ from uuid import uuid4
 
 import numpy as np
 import pandas as pd
+
+from interp.io import atomic_write_text
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1180px;
@@ -165,13 +167,22 @@ def from_rendered(obj: Any, digits: int | None = 3) -> str:
     return circuitsvis_view(component, digits=digits, **props)
 
 
-def attention_heads_view(attention: Any, tokens: Sequence[str], head_names: Sequence[str]) -> str:
-    """Attention patterns ``[heads, dest, src]`` of several heads, via ``circuitsvis.attention.attention_heads``."""
+def attention_heads_rendered(attention: Any, tokens: Sequence[str], head_names: Sequence[str]) -> Any:
+    """The ``circuitsvis.attention.attention_heads`` view of patterns ``[heads, dest, src]``."""
     import circuitsvis.attention
 
-    vis = circuitsvis.attention.attention_heads(attention=attention, tokens=list(tokens),
-                                                attention_head_names=list(head_names))
-    return from_rendered(vis)
+    return circuitsvis.attention.attention_heads(attention=attention, tokens=list(tokens),
+                                                 attention_head_names=list(head_names))
+
+
+def attention_heads_view(attention: Any, tokens: Sequence[str], head_names: Sequence[str]) -> str:
+    """Attention patterns ``[heads, dest, src]`` of several heads for a :class:`Page` (shared bundle)."""
+    return from_rendered(attention_heads_rendered(attention, tokens, head_names))
+
+
+def standalone_attention_html(attention: Any, tokens: Sequence[str], head_names: Sequence[str]) -> str:
+    """A standalone offline HTML file of the view (the bundle inlined: ``local_src``)."""
+    return attention_heads_rendered(attention, tokens, head_names).local_src
 
 
 def show_circuitsvis(obj: Any) -> Any:
@@ -224,8 +235,6 @@ class Page:
                 f"<h1>{esc(self.title)}</h1>{self.intro}<nav><ul>{toc}</ul></nav>\n{body}\n</body></html>\n")
 
     def write(self, path: str | Path) -> Path:
-        from interp.runs import atomic_write_text
-
         target = Path(path)
         atomic_write_text(target, self.render())
         return target

@@ -1,66 +1,105 @@
 """One command to a self-contained interpretability report: ``interp report``.
 
 The report is a list of independent *sections*. Each section is a small function that calls
-one analysis's public Python API and returns HTML plus the tables it shows (written beside the
-page as CSV). A section whose analysis module is missing, whose options are wrong, or whose
-analysis raises shows a "this section failed: <reason>" box; the other sections still render.
+the same analysis function as the matching ``interp run …`` command and returns HTML plus the
+tables it shows (written beside the page as CSV and Parquet). A section whose options are wrong,
+or whose analysis raises, shows a "this section failed: <reason>" box; the other sections still
+render.
 
 The page (``<out>/index.html``) opens offline: figures are inline images, the circuitsvis
-bundle is inlined once (see :mod:`interp.render`), and nothing is fetched from the network.
+bundle is inlined once (see :mod:`interp_app.render`), and nothing is fetched from the network.
 
 Python::
 
-    from interp.report import ReportConfig, build_report
+    from interp_app.report import ReportConfig, build_report
     result = build_report(ReportConfig(model="tiny-llama", out="reports/tiny", n_prompts=2))
     print(result.index)
 
-CLI: ``interp report --model smollm2-135m --out reports/default``
+CLI (:mod:`interp_app.commands.report`): ``interp report --model smollm2-135m --out reports/default``
 (``--sections setup,superposition``; ``--set superposition.num_beams=5`` passes a section option).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import json
-import os
+import random
 import sys
 import time
 import traceback
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
+import torch
 
-from interp.cli import Command
-from interp.config import add_dataclass_args
+from analyses import from_scratch as fs
+from analyses import head_attribution as ha
+from analyses import logit_lens as ll
+from analyses import scale as sc
+from analyses import superposition as sp
+from analyses import task_vectors as tv
 from interp.errors import InterpError
-from interp.models import DEFAULT_MODEL
+from interp.models import load_model
 from interp.progress import progress
-from interp.render import Page, esc, failure_box, note, table_html
+from interp.tasks import get_task_set
+from interp.versions import versions
+from interp_app.figures.from_scratch import plot_curves
+from interp_app.figures.heads import plot_head_attribution, plot_overlap_and_ablation
+from interp_app.figures.logit_lens import plot_logit_lens
+from interp_app.figures.scale import plot_scale
+from interp_app.figures.superposition import plot_stacked
+from interp_app.figures.task_vectors import plot_interpolation, plot_layer_sweep, plot_residuals, plot_weights
+from interp_app.options import (
+    CacheOptions,
+    ExperimentConfig,
+    ModelOptions,
+    OutputOptions,
+    load_tasks_files,
+    make_prompts,
+    parse_value,
+    type_name,
+)
+from interp_app.render import Page, attention_heads_view, esc, failure_box, figure_img, note, table_html
+from interp_app.runs import RunDir
 
 # country first: the per-layer sections default to the first task set, and its prompts are the shortest.
 DEFAULT_TASK_SETS = "country,ab,add-translate,word"
 
 
 @dataclass
-class ReportConfig:
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model spec: smollm2-135m, tiny-llama, tiny-qwen2, a local HF dir or a hub id"})
-    out: str = field(default="reports/default", metadata={"help": "output directory (index.html + CSV tables)"})
-    n_prompts: int = field(default=8, metadata={"help": "prompts per task set (small keeps the report fast)"})
+class ReportPromptOptions:
+    title: ClassVar[str] = "prompts"
     task_sets: str = field(default=DEFAULT_TASK_SETS, metadata={"help": "comma-separated task sets"})
-    sections: str = field(default="", metadata={"help": "comma-separated subset of sections (default: all)"})
+    tasks_file: list[str] = field(default_factory=list, metadata={
+        "help": "a .py file registering task sets, or a declarative .json/.toml task-set file (repeatable)",
+        "repeat": True, "metavar": "PATH"})
+    n_prompts: int = field(default=8, metadata={"help": "prompts per task set (small keeps the report fast)"})
     seed: int = field(default=0, metadata={"help": "random seed (same seed, same prompts)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an output directory that holds a different report"})
-    device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+
+
+@dataclass
+class ReportOptions:
+    title: ClassVar[str] = "report"
+    sections: str = field(default="", metadata={"help": "comma-separated subset of sections (default: all)"})
+    checkpoints: str = field(default="checkpoints", metadata={
+        "help": "directory holding from-scratch/ (and from-scratch/scale/) checkpoints for those sections"})
+    traceback: bool = field(default=False, metadata={"help": "print the traceback of a failing section to stderr"})
     options: list[str] = field(default_factory=list, metadata={"cli": False})
+
+
+@dataclass
+class ReportConfig(ModelOptions, ReportPromptOptions, CacheOptions, OutputOptions, ReportOptions):
+    """``interp report``: model, task sets, cache, output and which sections."""
+
+    out: str = field(default="reports/default", metadata={"help": "output directory (index.html + CSV tables)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an output directory that holds a different report"})
 
     def task_set_list(self) -> list[str]:
         return [t.strip() for t in self.task_sets.split(",") if t.strip()]
@@ -130,8 +169,6 @@ class ReportContext:
         if self._model_error is not None:
             raise InterpError(self._model_error)
         if self._model is None:
-            from interp.models import load_model
-
             try:
                 self._model = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype)
             except InterpError as exc:
@@ -140,11 +177,6 @@ class ReportContext:
         return self._model
 
     def seed_everything(self) -> None:
-        import random
-
-        import numpy as np
-        import torch
-
         random.seed(self.config.seed)
         np.random.seed(self.config.seed)
         torch.manual_seed(self.config.seed)
@@ -163,20 +195,10 @@ def _parse_options(cls: type | None, section: str, pairs: dict[str, str]) -> Any
         name = key.replace("-", "_")
         if name not in fields:
             raise InterpError(f"unknown option {key!r} for section {section}: known options are {', '.join(fields)}")
-        tp = hints[name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        base = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
-        try:
-            if base is bool:
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(raw)
-                kwargs[name] = raw.lower() in ("1", "true", "yes")
-            elif base in (int, float, str):
-                kwargs[name] = base(raw)
-            else:
-                kwargs[name] = raw
+        try:  # the command line's own value parsing (interp_app.options.parse_value)
+            kwargs[name] = parse_value(hints[name], raw)
         except ValueError:
-            raise InterpError(f"option {section}.{key}={raw!r}: expected {getattr(base, '__name__', base)}") from None
+            raise InterpError(f"option {section}.{key}={raw!r}: expected {type_name(hints[name])}") from None
     return cls(**kwargs)
 
 
@@ -224,12 +246,11 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
     Raises :class:`InterpError` only for problems that stop the whole report (output path is a
     file, unknown section names, malformed ``--set``); everything else fails one section.
     """
-    from interp.runs import RunDir
-
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(config.out)
     _check_out(out)
     names = select_sections(config)
+    load_tasks_files(config.tasks_file)
     options = split_options(config.options)
     for section in options:
         if section not in SECTIONS:
@@ -269,7 +290,7 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if not isinstance(exc, InterpError):
                 reason = f"{type(exc).__name__}: {reason}"
-                if os.environ.get("INTERP_REPORT_DEBUG") == "1":
+                if config.traceback:
                     traceback.print_exc()
             failed[name] = reason
             log(f"section {name} failed: {reason}")
@@ -295,57 +316,12 @@ def _tables_of_previous_report(out: Path) -> set[str]:
     return {t for t in tables if isinstance(t, str) and t.endswith(".csv") and Path(t).name == t}
 
 
-# ------------------------------------------------------------------------------ CLI
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_args(parser, ReportConfig)
-    parser.add_argument("--set", dest="options", action="append", default=[], metavar="SECTION.OPTION=VALUE",
-                        help="a section option, e.g. superposition.num_beams=5 (repeatable)")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = "sections and their options (--set SECTION.OPTION=VALUE):\n" + "\n".join(
-        f"  {s.name:<17} " + (", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(s.options))
-                              if s.options else "(no options)") for s in SECTIONS.values())
-
-
-def _cli_run(args: argparse.Namespace) -> int:
-    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(ReportConfig) if hasattr(args, f.name)}
-    config = ReportConfig(**kwargs)
-    result = build_report(config)
-    if result.failed:
-        print(f"{len(result.failed)} section(s) failed: {', '.join(result.failed)} (see the page)", file=sys.stderr)
-    print(result.index.resolve())
-    return 1 if result.failed else 0
-
-
-CLI_COMMANDS = [
-    Command(("report",), "build a self-contained offline HTML report with CSV tables", _add_arguments, _cli_run),
-]
-
-
 # ============================================================================== the sections
 # Each section: options dataclass (or None) + a function (ctx, opts) -> SectionOutput that only
 # calls an analysis's public API and formats its results.
 
-def _plt() -> Any:
-    # No matplotlib.use() here: plot_stacked is also called from notebooks (inline backend);
-    # headless runs get Agg from the analysis modules' imports or matplotlib's own fallback.
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _fig_html(fig: Any, caption: str = "", fmt: str = "svg") -> str:
-    from interp.render import figure_img
-
-    plt = _plt()
-    try:
-        return figure_img(fig, caption, fmt=fmt)
-    finally:
-        plt.close(fig)
-
-
-TASK_COLORS = ("#3b75af", "#ef8636", "#519e3e", "#c53a32", "#8d69b8", "#84584e", "#d57dbe", "#bcbc21", "#17becf", "#7f7f7f")
-OTHER_COLOR = "#d9d9d9"
+    return figure_img(fig, caption, fmt=fmt)
 
 
 # ------------------------------------------------------------------------------ setup
@@ -355,8 +331,6 @@ OTHER_COLOR = "#d9d9d9"
                   "library versions, the seed and the prompt settings. Rerunning the same command with the same "
                   "fingerprint and seed rebuilds the same prompts and the same numbers.")
 def section_setup(ctx: ReportContext, opts: None) -> SectionOutput:
-    from interp.runs import versions
-
     cfg = ctx.config
     model = ctx.model
     info = model.describe()
@@ -381,29 +355,10 @@ class SuperpositionSectionOptions:
     show_prompts: int = 12  # prompts drawn as stacked bars per task set
 
 
-def plot_stacked(scores: pd.DataFrame, summary: pd.DataFrame, title: str, max_prompts: int = 12) -> Any:
-    """Stacked per-task probability bars (paper Figure 2 style): per prompt, the mean, and the in-context mix."""
-    plt = _plt()
-    tasks = list(summary["task"])
-    wide = scores.pivot(index="prompt_id", columns="task", values="prob")[tasks].head(max_prompts)
-    labels = [f"p{i}" for i in wide.index] + ["mean", "in-context"]
-    rows = [wide.loc[i].to_numpy() for i in wide.index] + [summary["mean"].to_numpy(), summary["share"].to_numpy()]
-    fig, ax = plt.subplots(figsize=(1.6 + 0.38 * len(labels), 3.0))
-    for x, values in enumerate(rows):
-        bottom = 0.0
-        for k, v in enumerate(values):
-            ax.bar(x, v, bottom=bottom, color=TASK_COLORS[k % len(TASK_COLORS)], width=0.8,
-                   label=tasks[k] if x == 0 else None)
-            bottom += float(v)
-        ax.bar(x, max(0.0, 1 - bottom), bottom=bottom, color=OTHER_COLOR, width=0.8, label="other" if x == 0 else None)
-    ax.axvline(len(labels) - 2.5, color="#333", lw=0.8)
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("P(answer)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, frameon=False, bbox_to_anchor=(1.0, 1.0), loc="upper left")
-    fig.tight_layout()
-    return fig
+def _prompts(ctx: ReportContext, task_set: str, n_prompts: int, examples_per_task: int | None = None) -> list:
+    """The prompts ``interp run …`` builds for the same model, task set, prompt count and seed."""
+    return make_prompts(ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=n_prompts,
+                                         seed=ctx.config.seed, examples_per_task=examples_per_task))
 
 
 @register_section("superposition", "Superposition per task set",
@@ -415,9 +370,6 @@ def plot_stacked(scores: pd.DataFrame, summary: pd.DataFrame, title: str, max_pr
                   "r is how many task answers are among the model's K most likely outputs (K = number of tasks).",
                   SuperpositionSectionOptions)
 def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions) -> SectionOutput:
-    from analyses.superposition import SuperpositionConfig, analyse
-    from interp.experiment import make_prompts
-
     cfg = ctx.config
     model = ctx.model  # a model that cannot load fails the whole section, not each task set
     html_parts = [note("We hold no numeric Figure-2 values from the paper (its PDF was not available: only the task "
@@ -425,13 +377,11 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
     tables: dict[str, pd.DataFrame] = {}
     metric_rows = []
     summaries = []
+    options = sp.SuperpositionOptions(topk=opts.topk, num_beams=opts.num_beams, max_new_tokens=opts.max_new_tokens)
     for task_set in progress(cfg.task_set_list(), desc="superposition task sets"):
-        sc = SuperpositionConfig(model=cfg.model, task_set=task_set, n_prompts=cfg.n_prompts, seed=cfg.seed,
-                                 examples_per_task=opts.examples_per_task or None, device=cfg.device, dtype=cfg.dtype,
-                                 topk=opts.topk, num_beams=opts.num_beams, max_new_tokens=opts.max_new_tokens)
         try:
-            prompts = make_prompts(sc)
-            result = analyse(model, prompts, sc, show_progress=True)
+            prompts = _prompts(ctx, task_set, cfg.n_prompts, opts.examples_per_task or None)
+            result = sp.analyse(model, prompts, options, show_progress=True)
         except InterpError as exc:  # e.g. an unknown task set: fail that task set only
             html_parts.append(f"<h3>{esc(task_set)}</h3>" + failure_box(str(exc)))
             metric_rows.append({"task_set": task_set, "error": str(exc)})
@@ -475,9 +425,6 @@ class LogitLensSectionOptions:
                   "query, all answered by one task. The heatmap is the answer's median rank (layer × task).",
                   LogitLensSectionOptions)
 def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> SectionOutput:
-    logit_lens_mod = require_module("analyses.logit_lens")
-    from interp.experiment import ExperimentConfig, make_prompts
-
     model = ctx.model
     if opts.task_sets == "all":
         task_sets = ctx.config.task_set_list()
@@ -486,17 +433,16 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
     parts: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
     entries = []
+    options = ll.LogitLensOptions(controls=opts.controls, top_k=opts.top_k)
     for task_set in progress(task_sets, desc="logit lens task sets"):
-        prompts = make_prompts(ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts,
-                                                seed=ctx.config.seed))
-        table = logit_lens_mod.logit_lens(model, prompts, controls=opts.controls, task_set=task_set,
-                                          top_k=opts.top_k, show_progress=True)
-        entry = logit_lens_mod.entry_layers(table, opts.top_k)
-        entries.append(entry.assign(task_set=task_set))
-        tables[f"{task_set}"] = table
-        fig = logit_lens_mod.plot_logit_lens(table, f"logit lens · {model.name} · {task_set} · {len(prompts)} prompts")
+        prompts = _prompts(ctx, task_set, opts.n_prompts)
+        result = ll.analyse(model, prompts, options, task_set=task_set, show_progress=True,
+                            use_cache=ctx.config.cache, cache_dir=ctx.config.cache_path())
+        entries.append(result.entry.assign(task_set=task_set))
+        tables[f"{task_set}"] = result.table
+        fig = plot_logit_lens(result.table, f"logit lens · {model.name} · {task_set} · {len(prompts)} prompts")
         parts.append(f"<h3>{esc(task_set)}</h3>" + _fig_html(fig)
-                     + table_html(entry, csv_name=table_file("logit_lens", "entry_layers")))
+                     + table_html(result.entry, csv_name=table_file("logit_lens", "entry_layers")))
     entry_all = pd.concat(entries, ignore_index=True)
     parts.insert(0, note("We hold no paper figure or logged numbers for this analysis, so only ours are shown."))
     return SectionOutput("\n".join(parts), {"entry_layers": entry_all, **tables})
@@ -508,7 +454,7 @@ def section_logit_lens(ctx: ReportContext, opts: LogitLensSectionOptions) -> Sec
 class TaskVectorSectionOptions:
     task_set: str = ""  # default: the report's first task set
     n_prompts: int = 3  # prompts per task / mixture / λ
-    examples_per_task: int = 6
+    n_examples: int = 6  # in-context examples per prompt (pure and mixed alike)
     n_queries: int = 4
     modes: str = "replace"
     layers: str = ""  # default: every layer
@@ -526,25 +472,24 @@ class TaskVectorSectionOptions:
                   "task B, compared with real in-context mixes of the two tasks.",
                   TaskVectorSectionOptions)
 def section_task_vectors(ctx: ReportContext, opts: TaskVectorSectionOptions) -> SectionOutput:
-    tv = require_module("analyses.task_vectors")
     model = ctx.model
     task_set = opts.task_set or ctx.config.task_set_list()[0]
-    config = tv.TaskVectorConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts, seed=ctx.config.seed,
-                                 examples_per_task=opts.examples_per_task, n_queries=opts.n_queries, modes=opts.modes,
-                                 layers=opts.layers, n_lambdas=opts.n_lambdas, n_icl_lambdas=opts.n_icl_lambdas,
-                                 controls=opts.controls)
-    r = tv.analyse(model, config, show_progress=True)
+    options = tv.TaskVectorOptions(n_examples=opts.n_examples, n_queries=opts.n_queries, modes=opts.modes,
+                                   layers=opts.layers, n_lambdas=opts.n_lambdas, n_icl_lambdas=opts.n_icl_lambdas,
+                                   controls=opts.controls)
+    r = tv.analyse(model, task_set, opts.n_prompts, ctx.config.seed, options, show_progress=True,
+                   use_cache=ctx.config.cache, cache_dir=ctx.config.cache_path())
     title = f"{model.name} · {task_set}"
     curves = r.interp_curves
     a, b = r.interp_summary["task_a"], r.interp_summary["task_b"]
     figs = [
-        _fig_html(tv.plot_layer_sweep(r.sweep_summary, title), "patching each task's vector at each layer (zero-shot)"),
-        _fig_html(tv.plot_residuals(r.fits, best=sorted(set(r.best["best_layer"].astype(int))), title=title),
+        _fig_html(plot_layer_sweep(r.sweep_summary, title), "patching each task's vector at each layer (zero-shot)"),
+        _fig_html(plot_residuals(r.fits, best=sorted(set(r.best["best_layer"].astype(int))), title=title),
                   "projection per layer: relative residual of the fit"),
-        _fig_html(tv.plot_weights(r.weights, r.vectors.tasks, f"{title} · simplex weights at layer {r.layer}"),
+        _fig_html(plot_weights(r.weights, r.vectors.tasks, f"{title} · simplex weights at layer {r.layer}"),
                   "fitted weights vs in-context shares"),
-        _fig_html(tv.plot_interpolation(curves[curves["kind"] == "task_vector"], curves[curves["kind"] == "icl"], a, b,
-                                        f"{title} · layer {r.interp_summary['layer']}"),
+        _fig_html(plot_interpolation(curves[curves["kind"] == "task_vector"], curves[curves["kind"] == "icl"], a, b,
+                                     f"{title} · layer {r.interp_summary['layer']}"),
                   f"interpolation {a} → {b}: task vectors vs real in-context mixes"),
     ]
     summary = pd.DataFrame([{k: v for k, v in r.interp_summary.items() if not isinstance(v, dict)}])
@@ -557,43 +502,6 @@ def section_task_vectors(ctx: ReportContext, opts: TaskVectorSectionOptions) -> 
     return SectionOutput(html_out, {"best_layers": r.best, "weights": r.weights.assign(layer=r.layer),
                                     "projection_fits": r.fits, "layer_sweep": r.sweep_summary,
                                     "interpolation": curves, "interpolation_summary": summary})
-
-
-# ------------------------------------------------------------------------------ attention views
-
-def demo_prompt(ctx: ReportContext, task_set: str, examples_per_task: int = 2) -> Any:
-    """A real superposed prompt, short enough that its attention pattern stays readable (and small)."""
-    from interp.experiment import ExperimentConfig, make_prompts
-
-    cfg = ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=1, seed=ctx.config.seed,
-                           examples_per_task=examples_per_task)
-    return make_prompts(cfg)[0]
-
-
-def head_attention(model: Any, prompt: Any, heads: list[tuple[int, int]]) -> tuple[Any, list[str]]:
-    """Attention patterns ``[head, dest, src]`` of ``heads`` (``(layer, head)`` pairs) on ``prompt``, and its tokens."""
-    import torch
-
-    from interp.activations import get_activations
-
-    layers = sorted({layer for layer, _ in heads})
-    acts = get_activations(model, [prompt], hooks=["pattern"], layers=layers, positions="all", show_progress=False)
-    ids = model.encode_prompt(prompt.text)
-    n = len(ids)
-    pattern = torch.stack([acts[f"blocks.{layer}.attn.hook_pattern"][0, :n, head, :n] for layer, head in heads])
-    tokens = [model.tokenizer.decode([i]) for i in ids]
-    return pattern, tokens
-
-
-def attention_html(model: Any, prompt: Any, heads: list[tuple[int, int]], caption: str) -> str:
-    """circuitsvis ``attention_heads`` view of ``heads`` on ``prompt`` (values rounded to keep the page small)."""
-    from interp.render import attention_heads_view
-
-    pattern, tokens = head_attention(model, prompt, heads)
-    names = [f"L{layer}H{head}" for layer, head in heads]
-    return (f'<p class="meta">{esc(caption)} Prompt ({len(tokens)} tokens) answers: '
-            f"{esc(', '.join(f'{t}={a!r}' for t, a in prompt.answers.items()))}</p>"
-            + attention_heads_view(pattern, tokens, names))
 
 
 # ------------------------------------------------------------------------------ head attribution
@@ -620,59 +528,37 @@ HEAD_ATTRIBUTION_TEXT = (
 
 @register_section("head_attribution", "Head attribution", HEAD_ATTRIBUTION_TEXT, HeadAttributionSectionOptions)
 def section_head_attribution(ctx: ReportContext, opts: HeadAttributionSectionOptions) -> SectionOutput:
-    from interp.experiment import ExperimentConfig, make_prompts
-    from interp.render import from_rendered
-
     model = ctx.model
     task_set = opts.task_set or ctx.config.task_set_list()[0]
-    try:
-        ha = require_module("analyses.head_attribution")
-    except InterpError as exc:
-        # Without the ranking, still show real attention: the last third of the network, unranked.
-        prompt = demo_prompt(ctx, task_set)
-        layer = (2 * model.n_layers) // 3
-        heads = [(layer, h) for h in range(min(6, model.n_heads))]
-        view = attention_html(model, prompt, heads, f"Heads not ranked (analysis unavailable): layer {layer}, "
-                                                    f"heads 0-{len(heads) - 1}, on a {task_set} prompt.")
-        return SectionOutput(view, error=str(exc))
-    modes = ha.parse_modes(opts.ablation)
-    prompts = make_prompts(ExperimentConfig(model=ctx.config.model, task_set=task_set, n_prompts=opts.n_prompts,
-                                            seed=ctx.config.seed))
-    result = ha.head_attribution(model, prompts, show_progress=True)
-    ranking = ha.head_ranking(result, max(10, opts.top_n), opts.rank_by)
-    jaccard, membership = ha.head_overlap(result, opts.top_n, opts.rank_by)
+    options = ha.HeadsOptions(top_n=opts.top_n, rank_by=opts.rank_by, ablation=opts.ablation,
+                              random_control=opts.random_control, attention_prompt=0, attention_window=opts.window)
+    ha.check_options(options, opts.n_prompts)
+    prompts = _prompts(ctx, task_set, opts.n_prompts)
+    r = ha.analyse(model, prompts, options, ctx.config.seed, show_progress=True, use_cache=ctx.config.cache,
+                   cache_dir=ctx.config.cache_path())
     title = f"{model.name} · {task_set} · {len(prompts)} prompts"
-    parts = [_fig_html(ha.plot_head_attribution(result, opts.rank_by, f"direct logit attribution per head · {title}"),
+    parts = [_fig_html(plot_head_attribution(r.attribution, opts.rank_by, f"direct logit attribution per head · {title}"),
                        "mean direct logit attribution of every head, per task")]
-    ablation = None
-    if modes:
-        ablation, _scores = ha.ablation_table(model, prompts, result, opts.top_n, opts.rank_by, modes,
-                                              opts.random_control, ctx.config.seed, show_progress=True)
-    parts.append(_fig_html(ha.plot_overlap_and_ablation(jaccard, ablation, f"top-{opts.top_n} heads · {title}"),
+    parts.append(_fig_html(plot_overlap_and_ablation(r.jaccard, r.ablation, f"top-{opts.top_n} heads · {title}"),
                            "overlap of the tasks' top heads, and the effect of ablating them"))
-    top = ranking[ranking["rank"] <= opts.top_n]
+    top = r.ranking[r.ranking["rank"] <= opts.top_n]
     parts.append(f"<h3>Top {opts.top_n} heads per task</h3>" + table_html(top, csv_name=table_file("head_attribution", "ranking")))
-    if ablation is not None:
-        parts.append("<h3>Ablation</h3>" + table_html(ablation, csv_name=table_file("head_attribution", "ablation")))
+    if r.ablation is not None:
+        parts.append("<h3>Ablation</h3>" + table_html(r.ablation, csv_name=table_file("head_attribution", "ablation")))
     # Attention of every task's top heads on one real prompt of the analysis.
-    shown = list(dict.fromkeys(h for t in result.tasks for h in ha.top_heads(result, t, opts.top_n, opts.rank_by)))
     prompt = prompts[0]
-    view = ha.attention_view(model, prompt, shown, opts.window or None)
     answers = ", ".join(f"{t}={a!r}" for t, a in prompt.answers.items())
     parts.append(f"<h3>Attention of the top heads</h3><p class=\"meta\">Prompt {prompt.prompt_id} of {esc(task_set)} "
                  f"(last {opts.window} tokens; answers: {esc(answers)}). Heads: "
-                 f"{esc(', '.join(ha.head_name(*h) for h in shown))}.</p>" + from_rendered(view))
-    tables = {"ranking": ranking, "overlap": jaccard.reset_index(names="task"), "membership": membership,
-              "closure": result.closure}
-    if ablation is not None:
-        tables["ablation"] = ablation
+                 f"{esc(', '.join(ha.head_name(*h) for h in r.shown))}.</p>" + attention_heads_view(*r.attention))
+    tables = {"ranking": r.ranking, "overlap": r.jaccard.reset_index(names="task"), "membership": r.membership,
+              "closure": r.attribution.closure}
+    if r.ablation is not None:
+        tables["ablation"] = r.ablation
     return SectionOutput("\n".join(parts), tables)
 
 
 # ------------------------------------------------------------------------------ from scratch
-
-CHECKPOINTS = Path("checkpoints")
-
 
 def _existing_dir(path: str, what: str) -> Path:
     p = Path(path)
@@ -688,9 +574,10 @@ def _read_run_table(run: str, name: str, command: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def from_scratch_checkpoints(root: Path = CHECKPOINTS / "from-scratch") -> list[Path]:
+def from_scratch_checkpoints(root: str | Path = Path("checkpoints") / "from-scratch") -> list[Path]:
     """Shipped from-scratch models: the directories directly under ``root`` holding a ``training_config.json``
     (the ``scale/`` and ``ablations/`` families are shown elsewhere or on request)."""
+    root = Path(root)
     if not root.is_dir():
         return []
     return sorted(p.parent for p in root.glob("*/training_config.json"))
@@ -698,7 +585,7 @@ def from_scratch_checkpoints(root: Path = CHECKPOINTS / "from-scratch") -> list[
 
 @dataclass
 class FromScratchSectionOptions:
-    models: str = ""  # comma-separated model dirs (default: every shipped checkpoint under checkpoints/from-scratch)
+    models: str = ""  # comma-separated model dirs (default: every shipped checkpoint under <checkpoints>/from-scratch)
     run: str = ""  # show an existing `interp run mixture-curve` run directory instead of computing
     task_set: str = ""  # retrieval or bias-add (default: each model's training task set)
     n_prompts: int = 10  # prompts per share d
@@ -713,34 +600,26 @@ class FromScratchSectionOptions:
                   "(their run_summaries.json), and their full logged table is shown below ours.",
                   FromScratchSectionOptions)
 def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) -> SectionOutput:
-    fs = require_module("analyses.from_scratch")
-    from interp.models import load_model
-
     if opts.run:
         curve = _read_run_table(opts.run, "curve.csv", "interp run mixture-curve")
-        import json
-
-        run_config = json.loads((Path(opts.run) / "config.json").read_text()) if (Path(opts.run) / "config.json").is_file() else {}
+        config_file = Path(opts.run) / "config.json"
+        run_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         curve["task_set"] = run_config.get("task_set", "retrieval")
     else:
         dirs = ([_existing_dir(m.strip(), "model directory") for m in opts.models.split(",") if m.strip()]
-                or from_scratch_checkpoints())
+                or from_scratch_checkpoints(Path(ctx.config.checkpoints) / "from-scratch"))
         if not dirs:
-            raise InterpError("no from-scratch checkpoint under checkpoints/from-scratch: train one with `interp train` "
-                              "and pass --set from_scratch.models=DIR")
-        shares = [float(x) for x in opts.shares.split(",") if x.strip()]
+            raise InterpError(f"no from-scratch checkpoint under {Path(ctx.config.checkpoints) / 'from-scratch'}: "
+                              "train one with `interp train` and pass --set from_scratch.models=DIR")
+        options = fs.MixtureCurveOptions(shares=[float(x) for x in opts.shares.split(",") if x.strip()])
         frames, in_context = [], []
         for d in progress(dirs, desc="from-scratch models"):
-            cfg = fs.MixtureCurveConfig(model=str(d), task_set=opts.task_set, shares=shares, n_prompts=opts.n_prompts,
-                                        seed=ctx.config.seed)
-            task_set, n_examples = fs.resolve_task_set(cfg)
-            a, b = fs.DEFAULT_PAIRS[task_set]
-            prompts, design = fs.build_mixture_prompts(task_set, a, b, shares, opts.n_prompts, n_examples,
-                                                       cfg.sampling, ctx.config.seed)
-            model = load_model(str(d))
-            result = fs.analyse({d.name: model}, prompts, design, cfg.end_of_answer, cfg.batch_size,
-                                show_progress=True)
-            frames.append(result.curve.assign(task_set=task_set, task_a=a, task_b=b))
+            task_set, n_examples = fs.resolve_task_set(d, opts.task_set)
+            model = load_model(str(d), device=ctx.config.device, dtype=ctx.config.dtype)
+            # The function `interp run mixture-curve` calls, one model (its own task set) at a time.
+            result = fs.mixture_curve({d.name: model}, task_set, opts.n_prompts, n_examples, ctx.config.seed, options,
+                                      show_progress=True)
+            frames.append(result.curve.assign(task_set=task_set, task_a=result.task_a, task_b=result.task_b))
             if fs.training_info(d):
                 in_context.append(pd.DataFrame(fs.trained_in_context_curve(d, model=model)).assign(model=d.name))
         curve = pd.concat(frames, ignore_index=True)
@@ -748,7 +627,7 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
     for task_set, g in curve.groupby("task_set", sort=False):
         curves = {label: c.drop(columns=[x for x in ("model", "task_set", "task_a", "task_b") if x in c])
                   for label, c in g.groupby("model", sort=False)}
-        parts.append(_fig_html(fs.plot_curves(curves, f"{task_set}: mixture curves (ours) vs the authors' log", task_set),
+        parts.append(_fig_html(plot_curves(curves, f"{task_set}: mixture curves (ours) vs the authors' log", task_set),
                                "stack: P(task A), P(task B), other; dashed: the authors' logged P(task A)"))
     paper = fs.PAPER_COPY_CURVE.rename(columns={"p_a": "copy: P(t0)", "other": "copy: other"}).merge(
         fs.PAPER_BIAS_ADD_CURVE.rename(columns={"p_a": "bias_add_simple: P(t0)"}), on="d")
@@ -778,7 +657,7 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
 
 @dataclass
 class ScaleSectionOptions:
-    models: str = ""  # comma-separated specs (default: the shipped checkpoints/from-scratch/scale family)
+    models: str = ""  # comma-separated specs (default: the shipped <checkpoints>/from-scratch/scale family)
     run: str = ""  # show an existing `interp run scale` run directory instead of computing
     task_set: str = "bias-add"
     max_tasks: int = 4
@@ -795,43 +674,28 @@ class ScaleSectionOptions:
                   "The paper's numbers (Qwen1.5 family) are not available to us, so none are shown.",
                   ScaleSectionOptions)
 def section_scale(ctx: ReportContext, opts: ScaleSectionOptions) -> SectionOutput:
-    sc = require_module("analyses.scale")
-    from interp.models import load_model
-
     if opts.run:
         summary = _read_run_table(opts.run, "summary.csv", "interp run scale")
         title = f"scale (from {opts.run})"
     else:
         specs = [m.strip() for m in opts.models.split(",") if m.strip()]
         if not specs:
-            root = CHECKPOINTS / "from-scratch" / "scale"
+            root = Path(ctx.config.checkpoints) / "from-scratch" / "scale"
             specs = [str(p.parent) for p in sorted(root.glob("*/config.json"))] if root.is_dir() else []
         if not specs:
-            raise InterpError("no scale checkpoints under checkpoints/from-scratch/scale: pass --set scale.models=A,B,...")
-        config = sc.ScaleConfig(models=specs, task_set=opts.task_set, max_tasks=opts.max_tasks, n_prompts=opts.n_prompts,
-                                n_examples=opts.n_examples, num_beams=opts.num_beams, seed=ctx.config.seed)
-        pool = get_task_names(opts.task_set)
-        ks = list(range(config.min_tasks, min(opts.max_tasks, len(pool)) + 1))
-        prompts, design = sc.build_scale_prompts(opts.task_set, ks, opts.n_prompts, opts.n_examples, None, ctx.config.seed)
-        tables = []
-        for spec in progress(specs, desc="scale models"):
-            model = load_model(spec)
-            table = sc.analyse_model(model, prompts, design, config, show_progress=True)
-            table.insert(0, "n_params", model.n_params)
-            table.insert(0, "model", Path(spec).name)
-            tables.append(table)
-            del model
-        summary = sc.summarize(pd.concat(tables, ignore_index=True))
+            raise InterpError(f"no scale checkpoints under {Path(ctx.config.checkpoints) / 'from-scratch' / 'scale'}: "
+                              "pass --set scale.models=A,B,...")
+        pool = get_task_set(opts.task_set).task_names
+        options = sc.ScaleOptions(max_tasks=min(opts.max_tasks, len(pool)), n_examples=opts.n_examples,
+                                  num_beams=opts.num_beams)
+        # The function `interp run scale` calls (one model in memory at a time).
+        result = sc.scale(sc.model_loaders(specs, device=ctx.config.device, dtype=ctx.config.dtype), opts.task_set,
+                          opts.n_prompts, ctx.config.seed, options, show_progress=True)
+        summary = result.summary
         title = f"{opts.task_set}: {opts.n_prompts} prompts per K, {opts.n_examples} examples"
-    html_out = (_fig_html(sc.plot_scale(summary, title), "r/K and KL against parameters, one line per K")
+    html_out = (_fig_html(plot_scale(summary, title), "r/K and KL against parameters, one line per K")
                 + table_html(summary, csv_name=table_file("scale", "summary")))
     return SectionOutput(html_out, {"summary": summary})
-
-
-def get_task_names(task_set: str) -> list[str]:
-    from interp.tasks import get_task_set
-
-    return get_task_set(task_set).task_names
 
 
 # Page order (sections register in code order; this keeps the page's reading order explicit).

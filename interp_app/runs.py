@@ -3,55 +3,54 @@
 A run directory holds ``config.json`` (everything needed to rerun: the config, package
 versions, the model fingerprint, the seed). Writing into a directory that holds a *different*
 run is refused unless ``overwrite=True``; re-running the same config into it is allowed.
-Files are written atomically (temporary name + rename), so an interrupted run never leaves a
-half-written table behind.
+Files are written atomically (:mod:`interp.io`: temporary name + rename, normal permissions),
+so an interrupted run never leaves a half-written table behind. Every table is written twice:
+``name.csv`` (for people and spreadsheets) and ``name.parquet`` beside it (typed, for code).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from interp.errors import InterpError
+from interp.io import atomic_write, atomic_write_text
+from interp.versions import versions
 
-_TRACKED_PACKAGES = ("interp-superposition", "torch", "transformers", "transformer-lens", "numpy", "pandas")
 # Keys of config.json that may differ between two invocations of the same run.
 _VOLATILE_KEYS = ("created", "versions", "platform", "overwrite", "out", "outputs")
 
-
-def versions() -> dict[str, str]:
-    found = {}
-    for pkg in _TRACKED_PACKAGES:
-        try:
-            found[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    found["python"] = platform.python_version()
-    return found
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["RunDir", "atomic_write_text", "versions", "write_table"]
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in _VOLATILE_KEYS}
+
+
+def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding mixed types (e.g. str and float) become strings; Parquet needs one type."""
+    out = frame.copy()
+    out.columns = [str(c) for c in out.columns]
+    for col in out.columns:
+        if out[col].dtype == object:
+            kinds = {type(v) for v in out[col] if v is not None and v == v}
+            if len(kinds) > 1 or (kinds and not kinds <= {str, bool, int, float}):
+                out[col] = out[col].map(lambda v: v if v is None or v != v else str(v))
+    return out
+
+
+def write_table(path: str | Path, frame: pd.DataFrame) -> list[Path]:
+    """Write ``frame`` as ``path`` (CSV) and the same name with ``.parquet`` beside it."""
+    target = Path(path)
+    atomic_write_text(target, frame.to_csv(index=False))
+    parquet = target.with_suffix(".parquet")
+    atomic_write(parquet, lambda tmp: _parquet_safe(frame).to_parquet(tmp, index=False), suffix=".parquet")
+    return [target, parquet]
 
 
 class RunDir:
@@ -94,9 +93,8 @@ class RunDir:
         return target
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> Path:
-        target = self.file(name)
-        atomic_write_text(target, frame.to_csv(index=False))
-        return target
+        """Write ``name`` (a ``.csv``) and ``name`` with ``.parquet`` beside it; returns the CSV's path."""
+        return write_table(self.file(name), frame)[0]
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.file(name)
@@ -105,12 +103,6 @@ class RunDir:
 
     def save_figure(self, name: str, figure: Any) -> list[Path]:
         """Save a matplotlib figure as ``name.png`` and ``name.svg``."""
-        paths = []
-        for ext in ("png", "svg"):
-            target = self.file(f"{name}.{ext}")
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{ext}", dir=self.path)
-            os.close(fd)
-            figure.savefig(tmp, dpi=120, bbox_inches="tight")
-            os.replace(tmp, target)
-            paths.append(target)
-        return paths
+        return [atomic_write(self.file(f"{name}.{ext}"),
+                             lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"), suffix=f".{ext}")
+                for ext in ("png", "svg")]

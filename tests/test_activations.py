@@ -13,7 +13,7 @@ from interp.activations import (
     token_positions,
 )
 from interp.errors import InterpError
-from interp.experiment import ExperimentConfig, make_prompts
+from interp_app.options import ExperimentConfig, make_prompts
 
 HOOKS = ["resid_pre", "resid_post", "attn.hook_z", "attn.hook_pattern", "mlp_out"]
 

@@ -87,7 +87,7 @@ def open_offline(html_path: Path, screenshot: Path) -> dict:
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory) -> Path:
     """A small report on tiny-llama with a circuitsvis view (head attribution) and figures."""
-    from interp.report import ReportConfig, build_report
+    from interp_app.report import ReportConfig, build_report
 
     out = tmp_path_factory.mktemp("report")
     build_report(ReportConfig(model="tiny-llama", out=str(out), n_prompts=2, task_sets="ab",

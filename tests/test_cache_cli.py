@@ -7,8 +7,8 @@ import json
 import pytest
 
 from interp.activations import activation_key
-from interp.cli import main
-from interp.experiment import ExperimentConfig, make_prompts
+from interp_app.cli import main
+from interp_app.options import ExperimentConfig, make_prompts
 
 BUILD = ["cache", "build", "--model", "tiny-llama", "--task-set", "ab", "--n-prompts", "3", "--examples-per-task", "2",
          "--hooks", "resid_post,attn.hook_z", "--layers", "1", "--positions", "separators", "--batch-size", "2"]

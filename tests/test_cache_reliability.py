@@ -19,9 +19,9 @@ from interp.activations import activation_key, collect_activations, get_activati
 from interp.cache import open_entry
 from interp.cache import store as cache_store
 from interp.cache.store import ENV_BATCH_DELAY, ENV_DIE_AFTER, CacheCorruptError, sha256_file, verify_entry
-from interp.cli import main
 from interp.errors import InterpError
-from interp.experiment import ExperimentConfig, make_prompts
+from interp_app.cli import main
+from interp_app.options import ExperimentConfig, make_prompts
 
 HOOKS = ["resid_post", "attn.hook_z"]
 ROLE = "separators"

@@ -26,7 +26,7 @@ from interp.cache.store import (
     verify_entry,
 )
 from interp.errors import InterpError
-from interp.experiment import ExperimentConfig, make_prompts
+from interp_app.options import ExperimentConfig, make_prompts
 
 BASE = {
     "fingerprint": "ab" * 32,

@@ -5,11 +5,11 @@ import sys
 import pandas as pd
 import pytest
 
-from interp.cli import main
+from interp_app.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "interp", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "interp_app", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_help_lists_commands() -> None:

@@ -10,13 +10,12 @@ import pytest
 from conftest import load_cached
 
 from analyses.from_scratch import (
-    MixtureCurveConfig,
     acceptance_checks,
     analyse,
     build_mixture_prompts,
-    run_mixture_curve,
 )
 from interp.errors import InterpError
+from interp_app.commands.mixture_curve import MixtureCurveConfig, run_mixture_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "from-scratch"

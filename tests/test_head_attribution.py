@@ -9,7 +9,6 @@ import torch
 from conftest import small_prompts
 
 from analyses.head_attribution import (
-    HeadAttributionConfig,
     ablate_heads,
     attention_view,
     head_ablation,
@@ -23,12 +22,12 @@ from analyses.head_attribution import (
     parse_head,
     query_attention,
     random_heads,
-    run_heads,
     top_heads,
 )
 from interp.activations import collect_activations, token_positions
 from interp.errors import InterpError
 from interp.scoring import score_prompts
+from interp_app.commands.heads import HeadAttributionConfig, run_heads
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

@@ -9,20 +9,19 @@ import torch
 from conftest import small_prompts
 
 from analyses.logit_lens import (
-    LogitLensConfig,
     entry_layers,
     first_answer_tokens,
     lens_logits,
     lens_sites,
     logit_lens,
     logit_lens_rows,
-    plot_logit_lens,
-    run_logit_lens,
     single_task_controls,
     summarize_lens,
 )
 from interp.activations import token_positions
 from interp.tasks import get_task_set
+from interp_app.commands.logit_lens import LogitLensConfig, run_logit_lens
+from interp_app.figures.logit_lens import plot_logit_lens
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

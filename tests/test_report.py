@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from interp.cli import build_parser, main
 from interp.errors import InterpError
-from interp.render import Page, attention_heads_view, circuitsvis_bundle, from_rendered
-from interp.report import SECTIONS, ReportConfig, SectionOutput, build_report, register_section
+from interp_app.cli import build_parser, main
+from interp_app.render import Page, attention_heads_view, circuitsvis_bundle, from_rendered
+from interp_app.report import SECTIONS, ReportConfig, SectionOutput, build_report, register_section
 
 QUIET = {"show_progress": False, "log": lambda line: None}
 
@@ -66,7 +66,7 @@ def test_failing_section_shows_box_and_others_render(tmp_path):
 
     @register_section("zz_missing", "Missing", "needs a module that is not there")
     def missing(ctx, opts):
-        from interp.report import require_module
+        from interp_app.report import require_module
 
         require_module("analyses.does_not_exist")
         return SectionOutput("")
@@ -150,7 +150,7 @@ def test_help_lists_every_command_with_one_line(capsys):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
     assert re.search(r"^\s+interp report\s+build a self-contained offline HTML report with CSV tables$", text, flags=re.M)
-    from interp.cli import _collect_commands
+    from interp_app.cli import _collect_commands
 
     for cmd in _collect_commands():  # every command, group subcommands included, on its own line
         assert re.search(rf"^  interp {' '.join(cmd.path)}\s+{re.escape(cmd.help)}$", text, flags=re.M), cmd.path

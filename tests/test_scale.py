@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import load_cached
 
-from analyses.scale import ScaleConfig, build_scale_prompts, run_scale
+from analyses.scale import build_scale_prompts
 from interp.errors import InterpError
+from interp_app.commands.scale import ScaleConfig, run_scale
 
 
 def test_scale_prompts_mix_k_tasks_uniformly() -> None:

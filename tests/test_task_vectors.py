@@ -11,7 +11,6 @@ import torch
 from scipy.optimize import minimize
 
 from analyses.task_vectors import (
-    TaskVectorConfig,
     add_spread_residual,
     curve_distance,
     extract_task_vectors,
@@ -22,7 +21,6 @@ from analyses.task_vectors import (
     parse_layers,
     parse_modes,
     random_answer_task_set,
-    run_task_vectors,
     score_patched,
     separator_states,
     summarize_sweep,
@@ -35,6 +33,7 @@ from interp.patching import Patch
 from interp.prompts import build_prompts
 from interp.scoring import score_prompts
 from interp.tasks import get_task_set
+from interp_app.commands.task_vectors import TaskVectorConfig, run_task_vectors
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +191,7 @@ def test_parsers():
 
 
 def test_run_writes_tables_and_figures(tmp_path):
-    cfg = TaskVectorConfig(model="tiny-qwen2", task_set="ab", n_prompts=3, examples_per_task=3, n_queries=2,
+    cfg = TaskVectorConfig(model="tiny-qwen2", task_set="ab", n_prompts=3, n_examples=3, n_queries=2,
                            modes="replace,add:2", n_lambdas=4, n_icl_lambdas=3, out=str(tmp_path / "run"))
     r = run_task_vectors(cfg, show_progress=False)
     for name in ("layer_sweep.csv", "best_layers.csv", "projection_fits.csv", "projection_2d.csv",

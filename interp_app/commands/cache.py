@@ -19,9 +19,11 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
+from interp.activations import POSITION_ROLES, get_activations
 from interp.cache.store import (
     CacheCorruptError,
     EntryInfo,
@@ -29,31 +31,37 @@ from interp.cache.store import (
     find_entries,
     list_entries,
     parse_age,
-    parse_dtype,
     read_meta,
     read_prompt_records,
     remove_entry,
     resolve_cache_dir,
     verify_entry,
 )
-from interp.cli import Command
-from interp.config import add_dataclass_args, from_args
+from interp.dtypes import parse_dtype
 from interp.errors import InterpError
-from interp.experiment import ExperimentConfig
+from interp.models import load_model
+from interp.prompts import Prompt
+from interp_app.command import Command
+from interp_app.options import (
+    CacheOptions,
+    ModelOptions,
+    PromptOptions,
+    add_dataclass_args,
+    from_args,
+    make_model,
+    make_prompts,
+)
 
 
 @dataclass
-class CacheOptions:
-    """Cache flags an analysis config can inherit (``class MyConfig(ExperimentConfig, CacheOptions)``)."""
-
-    cache_dir: str = field(default="", metadata={"help": "activation cache directory (default: $INTERP_CACHE_DIR, "
-                                                         "else cached_activations/ at the repo root)"})
-    use_cache: bool = field(default=True, metadata={"help": "reuse / store activations in the on-disk cache"})
-    repair: bool = field(default=False, metadata={"help": "recompute a cache entry that fails its checksums"})
+class CacheDirOptions:
+    title: ClassVar[str] = CacheOptions.title
+    cache_dir: str = field(default="", metadata={"help": "activation cache directory (default: $INTERP_CACHE_DIR, else "
+                                                         "cached_activations/ at the repo root)"})
 
 
 @dataclass
-class CacheBuildConfig(ExperimentConfig):
+class CacheBuildConfig(ModelOptions, PromptOptions, CacheDirOptions):
     hooks: list[str] = field(default_factory=lambda: ["resid_post"],
                              metadata={"help": "hooks to keep, TransformerLens names: resid_post, attn.hook_z, "
                                                "attn.hook_pattern, mlp_out, or full names"})
@@ -62,31 +70,23 @@ class CacheBuildConfig(ExperimentConfig):
     act_dtype: str = field(default="float32", metadata={"help": "stored dtype: float32, bfloat16 or float16"})
     batch_size: int = field(default=8, metadata={"help": "prompts per stored shard (a killed build resumes "
                                                          "from its completed shards)"})
-    cache_dir: str = field(default="", metadata={"help": "cache directory (default: $INTERP_CACHE_DIR, else "
-                                                         "cached_activations/ at the repo root)"})
     repair: bool = field(default=False, metadata={"help": "recompute the entry if it fails its checksums"})
-    out: str = field(default="", metadata={"cli": False})
-    overwrite: bool = field(default=False, metadata={"cli": False})
 
 
 def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", default="", help="cache directory (default: $INTERP_CACHE_DIR, else "
-                                                        "cached_activations/ at the repo root)")
+    add_dataclass_args(parser, CacheDirOptions)
 
 
 def build(config: CacheBuildConfig, show_progress: bool = True):  # noqa: ANN201 - ActivationSet
     """Build (or reuse) the entry for ``config``; returns the ActivationSet."""
-    from interp.activations import POSITION_ROLES, get_activations
-    from interp.experiment import make_model, make_prompts
-
     if config.positions not in POSITION_ROLES:
         raise InterpError(f"unknown position role {config.positions!r}: use one of {', '.join(POSITION_ROLES)}")
     if not config.hooks:
         raise InterpError("no hooks given: pass e.g. --hooks resid_post,attn.hook_z")
-    dtype = parse_dtype(config.act_dtype)
+    dtype = parse_dtype(config.act_dtype, "activation dtype")
     prompts = make_prompts(config)
     model = make_model(config)
-    recipe = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "cache_dir", "repair")}
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("cache_dir", "repair", "tasks_file")}
     return get_activations(model, prompts, config.hooks, config.layers, config.positions, dtype,
                            cache_dir=config.cache_dir or None, show_progress=show_progress,
                            batch_size=config.batch_size, repair=config.repair, recipe=recipe)
@@ -139,10 +139,6 @@ def _select(cache: Path, keys: list[str]) -> list[EntryInfo]:
 
 def _repair(entry: EntryInfo, cache: Path, problems: list[str]) -> str:
     """Recompute a damaged entry from its stored prompts and model; returns a one-line outcome."""
-    from interp.activations import get_activations
-    from interp.models import load_model
-    from interp.prompts import Prompt
-
     try:
         if any("prompts.jsonl" in p or "meta.json" in p for p in problems):
             raise ValueError("the recipe is damaged")
@@ -245,7 +241,7 @@ def _rm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
 
 
-CLI_COMMANDS = [
+COMMANDS = [
     Command(("cache", "build"), "compute (or reuse) cached activations for a prompt set",
             lambda p: add_dataclass_args(p, CacheBuildConfig), _run_build),
     Command(("cache", "ls"), "list cache entries: key, model, prompts, hooks, positions, size, created",

@@ -1,0 +1,54 @@
+"""Figure of the from-scratch mixture curves, with the authors' logged curve beside ours.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
+at import): a notebook displays one by leaving it as a cell's last value or with
+``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analyses.from_scratch import PAPER_BIAS_ADD_CURVE, PAPER_COPY_CURVE
+
+
+def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], title: str, task_set: str) -> Figure:
+    """Stack plot (P(A), P(B), other) per model, with the authors' logged curve beside it."""
+    n = len(curves)
+    fig, axes = _subplots(1, n + (1 if n > 1 else 0), figsize=(3.6 * (n + (1 if n > 1 else 0)), 3.3), squeeze=False)
+    paper = PAPER_COPY_CURVE if task_set == "retrieval" else PAPER_BIAS_ADD_CURVE
+    paper_label = "authors' copy run (h=2,6)" if task_set == "retrieval" else "authors' bias_add_simple run"
+    for ax, (label, curve) in zip(axes[0], curves.items()):
+        ax.stackplot(curve["d"], curve["p_a"], curve["p_b"], curve["other"].clip(lower=0),
+                     labels=["P(task A)", "P(task B)", "other"], colors=["#3b75af", "#ef8636", "#cccccc"], alpha=0.85)
+        ax.plot(paper["d"], paper["p_a"], "k--", lw=1.2, label=paper_label)
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("share d of task A in context")
+        ax.set_ylabel("model probability")
+        ax.set_title(label, fontsize=9)
+    axes[0][0].legend(fontsize=6, frameon=False, loc="upper left")
+    if n > 1:
+        ax = axes[0][-1]
+        for label, curve in curves.items():
+            ax.plot(curve["d"], curve["p_a"], marker="o", ms=3, label=label)
+        ax.plot(paper["d"], paper["p_a"], "k--", lw=1.2, label=paper_label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("share d of task A")
+        ax.set_ylabel("P(task A)")
+        ax.set_title("P(task A), all models", fontsize=9)
+        ax.legend(fontsize=6, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+

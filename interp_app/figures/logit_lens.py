@@ -1,0 +1,58 @@
+"""Figure of the logit lens: answer probability per layer and the median-rank heatmap.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
+at import): a notebook displays one by leaving it as a cell's last value or with
+``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analyses.logit_lens import SUPERPOSED
+
+
+def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def plot_logit_lens(table: pd.DataFrame, title: str = "") -> Figure:
+    """Left: mean P(answer's first token) per layer, one line per task (solid: superposed; dashed:
+    the task's own single-task control). Right: heatmap of log10 median rank, layer × task
+    (superposed)."""
+    sup = table[table["condition"] == SUPERPOSED]
+    tasks = list(dict.fromkeys(sup["task"]))
+    layers = sorted(sup["layer"].unique())
+    n_layers = max(layers)
+    fig, (ax, hx) = _subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, task in enumerate(tasks):
+        c = colors[i % len(colors)]
+        g = sup[sup["task"] == task].sort_values("layer")
+        ax.plot(g["layer"], g["prob"], color=c, lw=1.8, label=f"{task}")
+        ctrl = table[(table["condition"] == f"single:{task}") & (table["task"] == task)].sort_values("layer")
+        if len(ctrl):
+            ax.plot(ctrl["layer"], ctrl["prob"], color=c, lw=1.2, ls="--", label=f"{task} (single-task)")
+    ax.set_xlabel(f"layer (resid_pre; {n_layers} = final)")
+    ax.set_ylabel("mean P(first answer token)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    grid = np.array([[float(sup[(sup["task"] == t) & (sup["layer"] == layer)]["median_rank"].iloc[0])
+                      for layer in layers] for t in tasks])
+    im = hx.imshow(np.log10(grid), aspect="auto", cmap="viridis_r", interpolation="nearest")
+    hx.set_yticks(range(len(tasks)), tasks)
+    step = max(1, len(layers) // 10)
+    hx.set_xticks(range(0, len(layers), step), [str(layers[j]) for j in range(0, len(layers), step)])
+    hx.set_xlabel("layer")
+    fig.colorbar(im, ax=hx, label="log10 median rank (superposed)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
