@@ -33,7 +33,7 @@ os.environ.setdefault("INTERP_NO_PROGRESS", "1")
 
 
 def _setup(model_spec: str, task_set: str, n: int):  # noqa: ANN202
-    from interp.experiment import ExperimentConfig, make_model, make_prompts
+    from interp_app.options import ExperimentConfig, make_model, make_prompts
 
     config = ExperimentConfig(model=model_spec, task_set=task_set, n_prompts=max(n, 1), seed=0)
     return make_model(config), make_prompts(config)[:n]
