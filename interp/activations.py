@@ -27,8 +27,8 @@ same hooked run kept in memory only.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,8 @@ from interp.errors import InterpError
 from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
+
+_log = logging.getLogger(__name__)
 
 POSITION_ROLES = ("query", "separators", "last", "all")
 
@@ -354,7 +356,7 @@ def get_activations(
 
     def waiting(key: str) -> None:
         if log:
-            print(f"activations {key[:12]}: waiting for another process building it", file=sys.stderr)
+            _log.info(f"activations {key[:12]}: waiting for another process building it")
 
     cache = resolve_cache_dir(cache_dir)
     result = get_or_build(cache, inputs, records, meta_extra, compute_batch, batch_size=batch_size,
@@ -363,8 +365,8 @@ def get_activations(
     if log:
         extra = f", resumed {result.resumed_batches} completed batches" if result.resumed_batches else ""
         size = entry.meta.get("bytes", 0) / 1e6
-        print(f"activations {entry.key[:12]}: {result.status} ({len(prompts)} prompts, {len(names)} hooks, "
-              f"{positions} positions, {size:.2f} MB{extra}) in {entry.path}", file=sys.stderr)
+        _log.info(f"activations {entry.key[:12]}: {result.status} ({len(prompts)} prompts, {len(names)} hooks, "
+                  f"{positions} positions, {size:.2f} MB{extra}) in {entry.path}")
     meta = {**described, "cache": {"key": entry.key, "path": str(entry.path), "status": result.status,
                                    "bytes": entry.meta.get("bytes"), "created": entry.meta.get("created")}}
     return ActivationSet(entry.tensors, _positions_tensor(entry.positions), [p.prompt_id for p in prompts],

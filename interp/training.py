@@ -28,6 +28,7 @@ same command continues from there and gives the same weights as an uninterrupted
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
@@ -46,6 +47,8 @@ from interp.char_tokenizer import build_char_tokenizer
 from interp.errors import InterpError
 from interp.progress import progress
 from interp.tasks import TaskSet, TrainingSpec, get_task_set, known_task_sets
+
+_log = logging.getLogger(__name__)
 
 IGNORE = -100
 
@@ -517,7 +520,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     state: dict[str, Any] = {"step": 0, "history": [], "elapsed": 0.0}
     if config.resume and (ckpt_dir / "state.json").exists():
         state = load_checkpoint(ckpt_dir, model, optimizer, batcher, device)
-        print(f"resumed from {ckpt_dir} at step {state['step']}")
+        _log.info(f"resumed from {ckpt_dir} at step {state['step']}")
 
     model.train()
     start_time = time.time() - state["elapsed"]

@@ -33,6 +33,14 @@ def load_cached(spec: str):  # noqa: ANN201 - returns LoadedModel
     return _MODELS[spec]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _library_log_lines_on_stderr() -> None:
+    """Route the library's log lines (``interp.*``, e.g. "activations …: reused") to stderr as the app does."""
+    from interp_app.logs import log_to_stderr
+
+    log_to_stderr()
+
+
 @pytest.fixture(autouse=True)
 def _reproducible() -> None:
     random.seed(0)
