@@ -54,7 +54,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analyses.logit_lens import final_norm_and_unembed, first_answer_tokens, query_hooks
+from analyses.logit_lens import first_answer_tokens, query_hooks
 from interp.activations import get_activations, token_positions
 from interp.errors import InterpError
 from interp.models import LoadedModel
@@ -98,32 +98,20 @@ def parse_head(name: str) -> Head:
 # ----------------------------------------------------------------------------- weights
 
 
-def rms_final_norm(model: LoadedModel) -> tuple[Tensor, float]:
-    """(weight, eps) of the final RMSNorm; DLA here is defined for RMSNorm models (Llama, Qwen2...)."""
-    norm, _ = final_norm_and_unembed(model)
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", None)
-    if eps is None or getattr(norm, "bias", None) is not None:
-        raise InterpError(f"{type(norm).__name__} is not an RMSNorm: head attribution supports Llama/Qwen2-shaped models")
-    return norm.weight.detach().float().cpu(), float(eps)
-
-
-def effective_unembed(model: LoadedModel) -> tuple[Float[Tensor, "d_model d_vocab"], Tensor | None]:
-    """``diag(w_final) @ W_U`` (the norm's weight folded into the unembedding) and the output bias."""
-    w, _ = rms_final_norm(model)
-    _, head = final_norm_and_unembed(model)
-    W_U = head.weight.detach().float().cpu().T  # [d_model, vocab]
-    bias = None if getattr(head, "bias", None) is None else head.bias.detach().float().cpu()
-    return w[:, None] * W_U, bias
-
-
 def output_weights(model: LoadedModel) -> tuple[Float[Tensor, "layer head d_head d_model"], Tensor | None]:
-    """``W_O`` per query head and the attention output bias ``b_O`` ([layer, d_model]) if any."""
-    W_O = model.bridge.W_O.detach().float().cpu()
-    layers = model.hf_model.base_model.layers
-    biases = [getattr(layer.self_attn.o_proj, "bias", None) for layer in layers]
-    b_O = None if all(b is None for b in biases) else torch.stack(
-        [torch.zeros(W_O.shape[-1]) if b is None else b.detach().float().cpu() for b in biases])
-    return W_O, b_O
+    """``W_O`` per query head and the attention output bias ``b_O`` ([layer, d_model]; None when zero)."""
+    W_O, b_O = model.adapter.output_weights()
+    return W_O.float(), (b_O.float() if bool(b_O.abs().gt(0).any()) else None)
+
+
+def dla_refusal(model: LoadedModel) -> str | None:
+    """Why direct logit attribution cannot be exact on ``model`` (None when it can)."""
+    return model.adapter.dla_unsupported()
+
+
+def closure_tolerance(model: LoadedModel) -> float:
+    """Largest |Σ attributions − logit| accepted, relative to max(1, |logit|): float error only."""
+    return 1e-4 if model.dtype == torch.float32 else 5e-2
 
 
 # ----------------------------------------------------------------------------- DLA
@@ -153,16 +141,51 @@ class HeadAttributionResult:
     n_heads: int
 
 
-def _components(model: LoadedModel) -> list[dict[str, Any]]:
+def _components(model: LoadedModel, attn_bias: bool, norm_bias: bool) -> list[dict[str, Any]]:
     comps: list[dict[str, Any]] = [{"component": "embed", "kind": "embed", "layer": -1, "head": -1}]
-    _, b_O = output_weights(model)
     for layer in range(model.n_layers):
         comps += [{"component": head_name(layer, h), "kind": "head", "layer": layer, "head": h}
                   for h in range(model.n_heads)]
-        if b_O is not None:
+        if attn_bias:
             comps.append({"component": f"L{layer}b_O", "kind": "attn_bias", "layer": layer, "head": -1})
         comps.append({"component": f"MLP{layer}", "kind": "mlp", "layer": layer, "head": -1})
+    if norm_bias:
+        comps.append({"component": "ln_final.b", "kind": "norm_bias", "layer": model.n_layers, "head": -1})
     return comps
+
+
+def residual_components(model: LoadedModel, acts: Any, n_prompts: int
+                        ) -> tuple[Float[Tensor, "prompt component d_model"], bool, float]:
+    """What each component adds to the final residual at the query, as the model adds it (float64).
+
+    Heads: ``z[h] @ W_O[h]``; where the model normalises the attention output before the residual
+    add (OLMo 2, Gemma 2/3 post-norms), each head's share goes through that norm with its scale
+    frozen at the actual attention output's, like the final norm's. MLPs: the block's MLP
+    contribution as added to the residual. Returns the components, whether an attention-bias
+    component is present, and the largest error of the heads + bias rebuilding each block's
+    attention output (a check of the adapter, not an approximation).
+    """
+    W_O, b_O = model.adapter.output_weights()
+    posts = [model.adapter.post_attn_norm(layer) for layer in range(model.n_layers)]
+    attn_bias = bool(b_O.abs().gt(0).any()) or any(p is not None and p.bias is not None for p in posts)
+    outs = [acts["blocks.0.hook_resid_pre"][:, 0].double()[:, None]]  # embed: [P, 1, d]
+    rebuild_error = 0.0
+    for layer in range(model.n_layers):
+        z = acts[f"blocks.{layer}.attn.hook_z"][:, 0].double()  # [P, H, d_head]
+        heads = torch.einsum("phe,hed->phd", z, W_O[layer])
+        bias = b_O[layer].expand(n_prompts, -1)
+        post = posts[layer]
+        if post is not None:
+            scale = post.scale(heads.sum(1) + bias)  # [P, 1]
+            heads = post.linear(heads, scale[:, None])
+            bias = post.linear(bias, scale) + (post.bias if post.bias is not None else 0)
+        added = acts[f"blocks.{layer}.hook_attn_out"][:, 0].double()
+        rebuild_error = max(rebuild_error, float((heads.sum(1) + bias - added).abs().max()))
+        outs.append(heads)
+        if attn_bias:
+            outs.append(bias[:, None])
+        outs.append(acts[f"blocks.{layer}.hook_mlp_out"][:, 0].double()[:, None])
+    return torch.cat(outs, dim=1), attn_bias, rebuild_error
 
 
 @torch.no_grad()
@@ -170,8 +193,12 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
                      use_cache: bool = True, cache_dir: str | os.PathLike[str] | None = None) -> HeadAttributionResult:
     """Direct logit attribution at the query position of every head, MLP and the embedding.
 
+    The attributed quantity is the centred logit *before* final-logit soft-capping (Gemma 2):
+    soft-capping is a monotone squashing of that logit, not a sum over components.
+
     Args:
-        model: a loaded RMSNorm model (Llama-, Qwen2-shaped; GQA fine).
+        model: a loaded model whose final norm (and post-norms, if any) the adapter can express
+            (RMSNorm with ``w`` or ``1 + w``, LayerNorm with or without weights); others refuse.
         prompts: prompts whose ``answers`` name the tasks (all prompts must score the same tasks).
         show_progress: progress bars.
         use_cache: read/write the query-position activations through the on-disk cache.
@@ -179,39 +206,43 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
 
     Returns:
         :class:`HeadAttributionResult` (tables described there).
+
+    Raises:
+        InterpError: before any forward pass when the architecture cannot be attributed exactly;
+            after it when the attributions do not sum to the logit within :func:`closure_tolerance`.
     """
     if not prompts:
         raise InterpError("no prompts: build at least one prompt")
     tasks = list(prompts[0].answers)
     if any(list(p.answers) != tasks for p in prompts):
         raise InterpError("prompts score different tasks: attribute one prompt set (one mixture) at a time")
+    refusal = dla_refusal(model)
+    if refusal is not None:
+        raise InterpError(f"head attribution refused: {refusal}")
+    norm = model.adapter.final_norm
+    assert not isinstance(norm, str)
     L, H = model.n_layers, model.n_heads
     final_name = f"blocks.{L - 1}.hook_resid_post"
     acts = get_activations(model, prompts, query_hooks(model),
                            positions="query", show_progress=show_progress, use_cache=use_cache, cache_dir=cache_dir,
                            log=show_progress)
-    W_U, b_U = effective_unembed(model)
-    W_O, b_O = output_weights(model)
-    _, eps = rms_final_norm(model)
+    W_U, b_U = model.adapter.unembed()
     tokens = torch.tensor([[first_answer_tokens(model, p)[t] for t in tasks]
                            for p in progress(prompts, desc="answer tokens", disable=not show_progress)])  # [P, K]
 
-    resid = acts[final_name][:, 0].float()  # [P, d_model]
-    scale = (resid.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [P, 1] the final norm's frozen scale
+    resid = acts[final_name][:, 0].double()  # [P, d_model]
+    scale = norm.scale(resid)  # [P, 1] the final norm's frozen scale
     # Centred unembedding directions of each prompt's answer tokens: [d_model, P, K].
     W_U_centred = W_U - W_U.mean(1, keepdim=True)
     directions = W_U_centred[:, tokens]
 
-    outs = [acts["blocks.0.hook_resid_pre"][:, 0].float()[:, None]]  # embed: [P, 1, d]
-    for layer in range(L):
-        z = acts[f"blocks.{layer}.attn.hook_z"][:, 0].float()  # [P, H, d_head]
-        outs.append(torch.einsum("phe,hed->phd", z, W_O[layer]))
-        if b_O is not None:
-            outs.append(b_O[layer].expand(len(prompts), 1, -1))
-        outs.append(acts[f"blocks.{layer}.hook_mlp_out"][:, 0].float()[:, None])
-    comp_out = torch.cat(outs, dim=1) / scale[:, :, None]  # [P, C, d]
+    outputs, attn_bias, rebuild_error = residual_components(model, acts, len(prompts))
+    comp_out = norm.linear(outputs, scale[:, :, None])  # [P, C, d]
     attr = torch.einsum("pcd,dpk->pck", comp_out, directions)  # [P, C, K]
-    comps = _components(model)
+    comps = _components(model, attn_bias, norm.bias is not None)
+    if norm.bias is not None:
+        bias_logits = norm.bias @ W_U_centred  # [vocab]
+        attr = torch.cat([attr, bias_logits[tokens][:, None, :]], dim=1)
     if b_U is not None:
         centred_bias = (b_U - b_U.mean())[tokens]  # [P, K]
         attr = torch.cat([attr, centred_bias[:, None, :]], dim=1)
@@ -223,9 +254,8 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
     else:
         diff = attr.clone()
 
-    # Reference: the model's own centred logits at the query (the final residual through the real norm).
-    norm, head = final_norm_and_unembed(model)
-    logits = head(norm(resid.to(model.device, model.dtype))).float().cpu()
+    # Reference: the model's own centred logits at the query (its real final norm and head, pre-cap).
+    logits = model.adapter.resid_to_logits(resid.float(), softcap=False).double().cpu()
     logits = logits - logits.mean(-1, keepdim=True)
     target = logits.gather(1, tokens)  # [P, K]
     target_diff = target * K / (K - 1) - target.sum(-1, keepdim=True) / (K - 1) if K > 1 else target
@@ -236,8 +266,8 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
         "prompt_id": np.repeat([p.prompt_id for p in prompts], C * K),
         "task": np.tile(tasks, P * C),
         "token": tokens[:, None, :].expand(P, C, K).reshape(-1).numpy(),
-        "logit_attr": attr.reshape(-1).numpy(),
-        "diff_attr": diff.reshape(-1).numpy(),
+        "logit_attr": attr.reshape(-1).float().numpy(),
+        "diff_attr": diff.reshape(-1).float().numpy(),
     })
     comp_rows = comp_frame.loc[np.tile(np.repeat(np.arange(C), K), P)].reset_index(drop=True)
     attributions = pd.concat([frame[["prompt_id", "task", "token"]], comp_rows, frame[["logit_attr", "diff_attr"]]],
@@ -249,6 +279,14 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
     })
     closure["error"] = (closure["logit"] - closure["sum_attr"]).abs()
     closure["diff_error"] = (closure["logit_diff"] - closure["sum_diff_attr"]).abs()
+    closure["attn_rebuild_error"] = rebuild_error
+    tol = closure_tolerance(model)
+    worst = float((closure["error"] / closure["logit"].abs().clip(lower=1.0)).max())
+    if worst > tol or rebuild_error > tol * max(1.0, float(outputs.abs().max())):
+        raise InterpError(
+            f"head attribution does not close on {model.adapter.architecture}: attributions miss the logit by "
+            f"{worst:.1e} (relative; tolerance {tol:.0e}), heads rebuild the attention output to {rebuild_error:.1e}; "
+            "the adapter misdescribes this architecture — please report it")
     components = (attributions.groupby(["task", "component", "kind", "layer", "head"], sort=False)
                   [["logit_attr", "diff_attr"]].mean().reset_index())
     heads = _head_table(attributions[attributions["kind"] == "head"])
@@ -324,7 +362,7 @@ def head_overlap(result: HeadAttributionResult | pd.DataFrame, n: int = 5, by: s
 
 
 def _o_proj(model: LoadedModel, layer: int) -> torch.nn.Module:
-    return model.hf_model.base_model.layers[layer].self_attn.o_proj
+    return model.adapter.o_proj(layer)
 
 
 @contextlib.contextmanager

@@ -64,23 +64,10 @@ class LogitLensOptions:
 # ----------------------------------------------------------------------------- helpers
 
 
-def final_norm_and_unembed(model: LoadedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The HF model's own final norm and output head (the bridge shares their weights)."""
-    base = model.hf_model.base_model
-    norm = getattr(base, "norm", None) or getattr(base, "final_layernorm", None) or getattr(base, "ln_f", None)
-    head = model.hf_model.get_output_embeddings()
-    if norm is None or head is None:
-        raise InterpError(f"cannot find the final norm / unembedding of {type(model.hf_model).__name__}: "
-                          "use a Llama-, Qwen2- or GPT-2-shaped model")
-    return norm, head
-
-
-@torch.no_grad()
 def lens_logits(model: LoadedModel, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-    """Logits the model would output if ``resid`` were its final residual stream."""
-    norm, head = final_norm_and_unembed(model)
-    x = resid.to(model.device, model.dtype)
-    return head(norm(x)).float()
+    """Logits the model would output if ``resid`` were its final residual stream: its own final
+    norm, unembedding and final-logit soft-capping (see :class:`interp.adapter.ModelAdapter`)."""
+    return model.adapter.resid_to_logits(resid)
 
 
 def lens_sites(model: LoadedModel) -> list[tuple[int, str, str]]:
@@ -95,9 +82,10 @@ def query_hooks(model: LoadedModel) -> list[str]:
     """The query-position activations both this analysis and head attribution read.
 
     One shared list (residuals before every block, every head's ``z``, every MLP output, the
-    final residual) so that one hooked pass, cached on disk, serves both analyses.
+    final residual; each block's attention output, which head attribution checks its heads against)
+    so that one hooked pass, cached on disk, serves both analyses.
     """
-    return ["resid_pre", "attn.hook_z", "hook_mlp_out", f"blocks.{model.n_layers - 1}.hook_resid_post"]
+    return ["resid_pre", "attn.hook_z", "hook_attn_out", "hook_mlp_out", f"blocks.{model.n_layers - 1}.hook_resid_post"]
 
 
 def _raw_inputs(task_set: TaskSet) -> dict[str, Any]:

@@ -398,8 +398,13 @@ def _load(spec: str, device: str | None, dtype: str | torch.dtype) -> LoadedMode
         module_name, _, buf_name = name.rpartition(".")
         bridged.get_submodule(module_name).register_buffer(buf_name, buf, persistent=False)
     bridged.eval()
-    bridge = TransformerBridge.boot_transformers(str(model_dir), hf_model=bridged, tokenizer=tokenizer,
-                                                 device=device, dtype=torch_dtype)
+    try:
+        bridge = TransformerBridge.boot_transformers(str(model_dir), hf_model=bridged, tokenizer=tokenizer,
+                                                     device=device, dtype=torch_dtype)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        arch = type(hf_model).__name__
+        raise InterpError(f"TransformerLens 4 cannot wrap {arch} ({str(exc).splitlines()[0][:120]}): the toolkit "
+                          "supports the families TransformerLens has an architecture adapter for") from None
     bridge.eval()
 
     # BOS policy: whatever the tokenizer does by default (SmolLM2: none; Llama-3: BOS).
