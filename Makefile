@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 # pip prints one harmless warning per package for this machine's absent local wheel folders.
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test lint bench clean-venv
+.PHONY: setup run test lint bench lab clean-venv
 
 setup: $(STAMP)
 
@@ -37,10 +37,20 @@ test: setup
 	  if [ $$code -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$code
 
 lint: setup
-	$(BIN)/ruff check interp analyses tests benchmarks
+	$(BIN)/ruff check interp analyses interp_app tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_scoring.py
+
+# JupyterLab on notebooks/ with this project's .venv as the kernel "Python (interp)". Everything Jupyter
+# writes (kernel spec, settings, workspaces, runtime files, IPython history) stays inside .venv.
+LAB_ENV := JUPYTER_CONFIG_DIR=$(VENV)/etc/jupyter JUPYTER_RUNTIME_DIR=$(VENV)/share/jupyter/runtime \
+  JUPYTERLAB_SETTINGS_DIR=$(VENV)/share/jupyter/lab/user-settings \
+  JUPYTERLAB_WORKSPACES_DIR=$(VENV)/share/jupyter/lab/workspaces IPYTHONDIR=$(VENV)/share/ipython
+
+lab: setup
+	@$(BIN)/python -m ipykernel install --sys-prefix --name interp --display-name "Python (interp)" > /dev/null
+	@$(LAB_ENV) $(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,25 +307,25 @@ def get_activations(
     use_cache: bool = True,
     show_progress: bool = True,
     batch_size: int = 8,
-    repair: bool | None = None,
+    repair: bool = False,
     recipe: dict[str, Any] | None = None,
     log: bool = True,
+    on_shard: Callable[[int], None] | None = None,
 ) -> ActivationSet:
     """The analyses' entry point: activations from the on-disk cache when present, else computed and stored.
 
     The entry is keyed by the model fingerprint and dtype, the exact token ids and positions,
     the hook names, the role and ``dtype`` (see :mod:`interp.cache.store`). A corrupted entry
-    raises an error naming it unless ``repair`` (or ``INTERP_CACHE_REPAIR=1``), which recomputes
-    it. ``batch_size`` prompts go in each shard (a killed build resumes from completed shards).
+    raises an error naming it unless ``repair``, which recomputes it (or ``interp cache verify
+    --repair``). ``batch_size`` prompts go in each shard (a killed build resumes from completed
+    shards); ``on_shard(n)`` is called after the n-th stored shard.
     ``recipe`` (JSON-able, e.g. the CLI config) is stored in meta.json. ``use_cache=False``
     computes in memory only. The result's ``.status`` is ``"reused"`` or ``"computed"``.
     """
     if not use_cache:
         return collect_activations(model, prompts, hooks, layers, positions, dtype, show_progress)
-    from interp.cache.store import ENV_REPAIR, dtype_name, get_or_build, key_inputs, resolve_cache_dir
+    from interp.cache.store import dtype_name, get_or_build, key_inputs, resolve_cache_dir
 
-    if repair is None:
-        repair = os.environ.get(ENV_REPAIR, "") not in ("", "0")
     names = expand_hook_names(model, hooks, layers)
     if not prompts:
         raise InterpError("no prompts: give at least one prompt")
@@ -360,7 +360,7 @@ def get_activations(
 
     cache = resolve_cache_dir(cache_dir)
     result = get_or_build(cache, inputs, records, meta_extra, compute_batch, batch_size=batch_size,
-                          repair=bool(repair), on_wait=waiting, progress_wrap=wrap)
+                          repair=repair, on_wait=waiting, progress_wrap=wrap, on_shard=on_shard)
     entry = result.entry
     if log:
         extra = f", resumed {result.resumed_batches} completed batches" if result.resumed_batches else ""

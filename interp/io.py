@@ -49,7 +49,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], su
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:

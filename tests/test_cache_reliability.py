@@ -18,7 +18,7 @@ import torch
 from interp.activations import activation_key, collect_activations, get_activations
 from interp.cache import open_entry
 from interp.cache import store as cache_store
-from interp.cache.store import ENV_BATCH_DELAY, ENV_DIE_AFTER, CacheCorruptError, sha256_file, verify_entry
+from interp.cache.store import CacheCorruptError, sha256_file, verify_entry
 from interp.errors import InterpError
 from interp_app.cli import main
 from interp_app.options import ExperimentConfig, make_prompts
@@ -31,10 +31,27 @@ def _prompts(n: int):
     return make_prompts(ExperimentConfig(model="tiny-llama", task_set="ab", n_prompts=n, seed=0, examples_per_task=2))
 
 
-def _build_cmd(cache: Path, n: int) -> list[str]:
-    return [sys.executable, "-m", "interp", "cache", "build", "--model", "tiny-llama", "--task-set", "ab",
-            "--n-prompts", str(n), "--seed", "0", "--examples-per-task", "2", "--hooks", ",".join(HOOKS),
-            "--positions", ROLE, "--batch-size", "1", "--cache-dir", str(cache)]
+# `interp cache build` in another process, with a hook after every stored shard: SIGKILL itself after
+# DIE_AFTER shards (0: never), or sleep DELAY seconds (what the environment variables used to do).
+_BUILDER = """
+import os, signal, sys, time
+from interp_app.commands.cache import CacheBuildConfig, build
+cache, n, die_after, delay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+
+def on_shard(written):
+    time.sleep(delay)
+    if die_after and written >= die_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+config = CacheBuildConfig(model="tiny-llama", task_set="ab", n_prompts=n, seed=0, examples_per_task=2,
+                          hooks=%r, positions=%r, batch_size=1, cache_dir=cache)
+acts = build(config, show_progress=False, on_shard=on_shard)
+print(acts.status, acts.key)
+"""
+
+
+def _build_cmd(cache: Path, n: int, die_after: int = 0, delay: float = 0.0) -> list[str]:
+    return [sys.executable, "-c", _BUILDER % (HOOKS, ROLE), str(cache), str(n), str(die_after), str(delay)]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -48,7 +65,7 @@ def _shards(path: Path) -> dict[str, tuple[int, str]]:
 
 def test_sigkill_mid_build_resumes_to_identical_tensors(tiny_llama, tmp_path, capsys) -> None:
     cache = tmp_path / "cache"
-    killed = subprocess.run(_build_cmd(cache, 4), env=_env(**{ENV_DIE_AFTER: "2"}), capture_output=True, text=True,
+    killed = subprocess.run(_build_cmd(cache, 4, die_after=2), env=_env(), capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     prompts = _prompts(4)
@@ -89,11 +106,9 @@ def test_resume_drops_damaged_and_unlisted_shards(tiny_llama, tmp_path, monkeypa
         if written == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_store, "_test_hooks", interrupt)
     with pytest.raises(KeyboardInterrupt):
         get_activations(tiny_llama, prompts, HOOKS, positions=ROLE, cache_dir=tmp_path, batch_size=1,
-                        show_progress=False)
-    monkeypatch.undo()
+                        show_progress=False, on_shard=interrupt)
     [partial] = tmp_path.glob("*.partial")
     with open(partial / "batch-00001.safetensors", "r+b") as f:  # bit rot in a listed shard
         f.seek(100)
@@ -117,7 +132,7 @@ def test_two_processes_building_the_same_entry(tiny_llama, tmp_path, capsys) -> 
     cache = tmp_path / "cache"
     prompts = _prompts(3)
     key = activation_key(tiny_llama, prompts, HOOKS, positions=ROLE)
-    other = subprocess.Popen(_build_cmd(cache, 3), env=_env(**{ENV_BATCH_DELAY: "2"}), stdout=subprocess.PIPE,
+    other = subprocess.Popen(_build_cmd(cache, 3, delay=2), env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
@@ -182,13 +197,9 @@ def test_corruption_is_detected_never_used(tiny_llama, tmp_path, pristine, damag
     message = str(err.value)
     assert pristine.key[:12] in message and "interp cache verify" in message and "--repair" in message
     assert "\n" not in message
-    if damage == "flipped-bit":  # the environment variable turns repair on for `interp run ...` commands
-        monkeypatch.setenv("INTERP_CACHE_REPAIR", "1")
-        repaired = get_activations(tiny_llama, _prompts(3), HOOKS, positions=ROLE, cache_dir=tmp_path,
-                                   batch_size=2, show_progress=False)
-    else:
-        repaired = get_activations(tiny_llama, _prompts(3), HOOKS, positions=ROLE, cache_dir=tmp_path,
-                                   batch_size=2, show_progress=False, repair=True)
+    # Repair is the explicit parameter (`--repair` on the command line); no environment variable turns it on.
+    repaired = get_activations(tiny_llama, _prompts(3), HOOKS, positions=ROLE, cache_dir=tmp_path,
+                               batch_size=2, show_progress=False, repair=True)
     assert repaired.status == "computed" and verify_entry(entry) == []
     for name in pristine.keys():
         assert torch.equal(repaired[name], pristine[name]), name

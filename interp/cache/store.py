@@ -26,9 +26,8 @@ corrupted or truncated file raises :class:`CacheCorruptError` naming the entry (
 recomputed with ``repair=True``), never silently used. Disk-full and permission errors surface
 as one :class:`~interp.errors.InterpError` line. Only safetensors and JSON are ever written.
 
-Test hooks (environment variables, used by the reliability tests only):
-``INTERP_CACHE_TEST_DIE_AFTER_BATCHES=N`` makes a builder SIGKILL itself right after writing
-its N-th shard; ``INTERP_CACHE_TEST_BATCH_DELAY=S`` sleeps S seconds after every shard.
+``get_or_build(..., on_shard=f)`` calls ``f(n_written)`` after every published shard (the
+reliability tests kill or slow a builder there; no environment variable changes a build).
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,9 +60,6 @@ from interp.versions import versions
 # Bump whenever the layout or the meaning of stored tensors changes: old entries stop matching.
 CACHE_FORMAT = 1
 ENV_CACHE_DIR = "INTERP_CACHE_DIR"
-ENV_DIE_AFTER = "INTERP_CACHE_TEST_DIE_AFTER_BATCHES"
-ENV_BATCH_DELAY = "INTERP_CACHE_TEST_BATCH_DELAY"
-ENV_REPAIR = "INTERP_CACHE_REPAIR"
 PROJECT_NAME = "interp-superposition"
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 SHARD_FMT = "batch-{:05d}.safetensors"
@@ -330,15 +325,6 @@ def _load_progress(partial: Path, key: str, batch_size: int, n_prompts: int) -> 
     return fresh
 
 
-def _test_hooks(written: int) -> None:
-    delay = os.environ.get(ENV_BATCH_DELAY)
-    if delay:
-        time.sleep(float(delay))
-    die_after = os.environ.get(ENV_DIE_AFTER)
-    if die_after and written >= int(die_after):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 BatchFn = Callable[[int, int], tuple[dict[str, Tensor], list[list[int]]]]
 
 
@@ -364,11 +350,13 @@ def get_or_build(
     repair: bool = False,
     on_wait: Callable[[str], None] | None = None,
     progress_wrap: Callable[[Iterator[Any], int], Iterator[Any]] | None = None,
+    on_shard: Callable[[int], None] | None = None,
 ) -> BuildResult:
     """Reuse the verified entry for ``inputs`` or build it shard by shard (resuming a killed build).
 
     ``records`` are the prompts.jsonl lines (``prompt``, ``token_ids``, ``positions``);
     ``compute_batch(start, stop)`` returns ``({hook: [stop-start, ...]}, positions)`` for those prompts.
+    ``on_shard(n)`` is called after the ``n``-th shard of this build is written.
     """
     if batch_size < 1:
         raise InterpError(f"batch size must be at least 1, got {batch_size}")
@@ -396,7 +384,8 @@ def get_or_build(
             if not repair:
                 raise corrupt_error(final, problems)
             _remove_tree(final, cache_dir)
-        return _build_locked(cache_dir, key, inputs, records, meta_extra, compute_batch, batch_size, progress_wrap)
+        return _build_locked(cache_dir, key, inputs, records, meta_extra, compute_batch, batch_size, progress_wrap,
+                             on_shard)
     except OSError as exc:
         raise _os_error_line(exc, cache_dir) from None
     finally:
@@ -412,6 +401,7 @@ def _build_locked(
     compute_batch: BatchFn,
     batch_size: int,
     progress_wrap: Callable[[Iterator[Any], int], Iterator[Any]] | None,
+    on_shard: Callable[[int], None] | None = None,
 ) -> BuildResult:
     n = len(records)
     partial = cache_dir / f"{key}.partial"
@@ -450,7 +440,8 @@ def _build_locked(
         progress["shards"] = done
         atomic_write_bytes(partial / "progress.json", json.dumps(progress, indent=1).encode())
         written += 1
-        _test_hooks(written)
+        if on_shard is not None:
+            on_shard(written)
 
     prompts_data = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
     atomic_write_bytes(partial / "prompts.jsonl", prompts_data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -77,8 +78,9 @@ def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, CacheDirOptions)
 
 
-def build(config: CacheBuildConfig, show_progress: bool = True):  # noqa: ANN201 - ActivationSet
-    """Build (or reuse) the entry for ``config``; returns the ActivationSet."""
+def build(config: CacheBuildConfig, show_progress: bool = True,
+          on_shard: Callable[[int], None] | None = None):  # noqa: ANN201 - ActivationSet
+    """Build (or reuse) the entry for ``config``; returns the ActivationSet (``on_shard``: see get_activations)."""
     if config.positions not in POSITION_ROLES:
         raise InterpError(f"unknown position role {config.positions!r}: use one of {', '.join(POSITION_ROLES)}")
     if not config.hooks:
@@ -89,7 +91,7 @@ def build(config: CacheBuildConfig, show_progress: bool = True):  # noqa: ANN201
     recipe = {k: v for k, v in asdict(config).items() if k not in ("cache_dir", "repair", "tasks_file")}
     return get_activations(model, prompts, config.hooks, config.layers, config.positions, dtype,
                            cache_dir=config.cache_dir or None, show_progress=show_progress,
-                           batch_size=config.batch_size, repair=config.repair, recipe=recipe)
+                           batch_size=config.batch_size, repair=config.repair, recipe=recipe, on_shard=on_shard)
 
 
 def _run_build(args: argparse.Namespace) -> int:

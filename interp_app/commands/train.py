@@ -48,10 +48,14 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                              "e.g. checkpoints/from-scratch/retrieval-L3-d64-h4")
 
 
-def _cli_train(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The training config: the preset's values, overridden by every flag typed (even one equal to a default)."""
     load_tasks_files(args.tasks_file)
-    config = from_args(TrainConfig, args).resolved(typed_fields(TrainConfig, args))
-    result = train(config)
+    return from_args(TrainConfig, args).resolved(typed_fields(TrainConfig, args))
+
+
+def _cli_train(args: argparse.Namespace) -> int:
+    result = train(config_from_args(args))
     print(f"trained {result.steps} steps in {result.wall_seconds / 60:.1f} min, final loss {result.final_loss:.4f}, "
           f"{result.n_params:,} parameters -> {result.model_dir}")
     if not result.finished:
