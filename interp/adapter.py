@@ -115,7 +115,7 @@ def derive_norm(module: torch.nn.Module, config: Any) -> Norm | str:
             kind = "layernorm" if centre else "rmsnorm"
             gains = [(f"{kind}(w)", weight), (f"{kind}(1+w)", 1.0 + weight)] if weight is not None else [(kind, None)]
             for form, gain in gains:
-                norm = Norm(form, centre, gain, bias, eps)
+                norm = Norm(form + ("+b" if bias is not None else ""), centre, gain, bias, eps)
                 if all(float((norm(x) - e).abs().max()) <= tol * max(1.0, float(e.abs().max()))
                        for x, e in zip(probes, expected)):
                     return norm

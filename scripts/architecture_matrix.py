@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from archs import ARCHITECTURES, build_tiny  # noqa: E402
 
-from analyses.head_attribution import head_attribution  # noqa: E402
+from analyses.head_attribution import ablate_heads, head_attribution, top_heads  # noqa: E402
 from analyses.logit_lens import logit_lens_rows  # noqa: E402
 from analyses.task_vectors import extract_task_vectors, interpolate_vectors, zero_shot_queries  # noqa: E402
 from interp.activations import collect_activations, get_activations  # noqa: E402
@@ -46,6 +46,9 @@ def measure(arch: str, root: Path) -> dict[str, str]:
     dla = head_attribution(model, prompts, show_progress=False, use_cache=False)
     row["DLA closure"] = f"{dla.closure['error'].max():.1e}"
     row["heads rebuild attn"] = f"{dla.closure['attn_rebuild_error'].max():.1e}"
+    heads = top_heads(dla, dla.tasks[0], n=3)
+    ablated = ablate_heads(model, prompts, heads, mode="mean", show_progress=False)
+    row["mean-ablate top-3 heads: max |Δlogp|"] = f"{(ablated['logprob'] - fast['logprob']).abs().max():.2f}"
     conts = [model.encode_continuation(a) for a in prompts[0].answers.values()]
     acts = collect_activations(model, prompts[:1], ["resid_post"], positions="last", show_progress=False)
     clean = patched_logprobs_full(model, ids, conts, [None] * len(conts))

@@ -133,3 +133,41 @@ def test_cache_build_and_reuse(arch_model: LoadedModel, tmp_path: Path) -> None:
     assert first.status == "computed" and again.status == "reused"
     for name in first.keys():
         assert torch.equal(first[name], again[name])
+
+
+class _UnknownNorm(torch.nn.Module):
+    """A final norm of no known form (max-abs scaling)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(d))
+        self.eps = 1e-5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x / (x.abs().amax(-1, keepdim=True) + self.eps)
+
+
+def test_unknown_norm_refuses_before_computing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import analyses.head_attribution as ha
+    from interp.errors import InterpError
+
+    model = load_model(str(build_tiny("llama", tmp_path / "llama")))
+    model.hf_model.model.norm = _UnknownNorm(model.d_model)
+
+    def no_forward(*args: object, **kwargs: object) -> None:
+        raise AssertionError("computed before refusing")
+
+    monkeypatch.setattr(ha, "get_activations", no_forward)
+    with pytest.raises(InterpError, match="refused: .*matches no known RMSNorm/LayerNorm form"):
+        ha.head_attribution(model, _prompts(n=1), show_progress=False, use_cache=False)
+
+
+def test_closure_beyond_tolerance_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analyses.head_attribution import head_attribution
+    from interp.errors import InterpError
+
+    model = load_model(str(build_tiny("gpt2", tmp_path / "gpt2")))
+    W_O, b_O = model.adapter.output_weights()
+    monkeypatch.setattr(model.adapter, "output_weights", lambda: (W_O * 1.01, b_O))  # a 1 % misdescription
+    with pytest.raises(InterpError, match="does not close"):
+        head_attribution(model, _prompts(n=1), show_progress=False, use_cache=False)
