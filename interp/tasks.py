@@ -798,8 +798,8 @@ def _load_python(path: Path) -> list[str]:
     with _loading(str(path)) as registered:
         try:
             namespace = runpy.run_path(str(path), run_name=f"interp_tasks_file_{path.stem}")
-        except InterpError as exc:
-            raise InterpError(f"{path}: {exc}") from exc
+        except InterpError:
+            raise
         except SyntaxError as exc:
             raise InterpError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
         except Exception as exc:
@@ -825,12 +825,17 @@ def load_tasks_file(path: str | Path) -> list[str]:
     if not p.is_file():
         raise InterpError(f"tasks file {str(path)!r} does not exist: give the path of a .py, .json or .toml file")
     p = p.resolve()
-    if p.suffix == ".py":
-        names = _load_python(p)
-    elif p.suffix in (".json", ".toml"):
-        names = _load_declarative(p)
-    else:
-        raise InterpError(f"{p}: unknown tasks file type {p.suffix!r}: use .py, .json or .toml")
+    try:
+        if p.suffix == ".py":
+            names = _load_python(p)
+        elif p.suffix in (".json", ".toml"):
+            names = _load_declarative(p)
+        else:
+            raise InterpError(f"{p}: unknown tasks file type {p.suffix!r}: use .py, .json or .toml")
+    except InterpError as exc:
+        if str(exc).startswith(str(p)):
+            raise
+        raise InterpError(f"{p}: {exc}") from exc
     if not names:
         raise InterpError(f"{p}: defines no task set: call register_task_set(...) or define a TaskSet "
                           "(docs/task-sets.md)")

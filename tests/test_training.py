@@ -163,3 +163,49 @@ def test_a_stopped_wsd_run_can_branch_its_cooldown(tmp_path) -> None:
     done = train(TrainConfig(out=str(tmp_path / "w"), max_steps=15, decay_frac=5 / 15, **base), show_progress=False)
     assert done.finished and done.steps == 15
     assert done.history[-1]["lr"] == pytest.approx(0.0)
+
+
+def test_training_takes_its_tasks_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered set with a TrainingSpec trains with no edit of training.py: names, h, separator, sampler."""
+    import interp.tasks as tasks_module
+    from interp.tasks import Task, TaskSet, TrainingSpec, get_task_set, register_task_set
+    from interp.training import all_task_names, curriculum_stages, task_params, trainable_task_sets
+
+    def sample(h: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randint(0, 26, (h.shape[0], n, 2), generator=g)  # two letters; answer: the first shifted by h
+        return x, (x[..., :1] + h[:, :, None]) % 26
+
+    shift = TaskSet(
+        name="shift-test", separator="=>",
+        tasks=tuple(Task(f"s{k}", (lambda s, k=k: chr((ord(s[0]) - 97 + k) % 26 + 97)), params={"shift": k})
+                    for k in (1, 3, 5)),
+        inputs=[a + b for a in string.ascii_lowercase for b in string.ascii_lowercase],
+        training=TrainingSpec(param="shift", input_length=2, alphabet=string.ascii_lowercase, sample=sample),
+    )
+    monkeypatch.setattr(tasks_module, "_REGISTRY", dict(tasks_module._REGISTRY))
+    monkeypatch.setattr(tasks_module, "_INSTANCES", dict(tasks_module._INSTANCES))
+    register_task_set(shift)
+    assert "shift-test" in trainable_task_sets() and "country" not in trainable_task_sets()
+    config = TrainConfig(task_set="shift-test", n_examples=5, batch_size=6, curriculum="s3,s5@4")
+    config.validate()
+    assert all_task_names("shift-test") == ["s1", "s3", "s5"]
+    assert task_params(shift, ["s5", "s1"]) == [5, 1]  # from Task.params, not from the names
+    assert curriculum_stages(config) == [(4, ["s3", "s5"])]
+    batcher = Batcher(config, seed=0)
+    assert batcher.example_length == 2 + 2 + 2  # input, the two-character separator, answer, newline
+    ids, labels, h = batcher.next(0)
+    assert set(h.tolist()) <= {3, 5}
+    tok = build_char_tokenizer()
+    by_h = {t.params["shift"]: t for t in shift.tasks}
+    for row in range(ids.shape[0]):
+        lines = tok.decode(ids[row].tolist()).split("\n")[:-1]
+        assert len(lines) == 5
+        for line in lines:
+            x, sep, y = line.partition("=>")
+            assert sep and len(x) == 2 and y == by_h[int(h[row])].answer(x)
+    assert int((labels != -100).sum()) == 6 * 5 * 2
+    # A registered set without a TrainingSpec is refused in one line naming the trainable ones.
+    with pytest.raises(InterpError, match="cannot train on task set 'country': it declares no training sampler.*"
+                                          "bias-add.*retrieval"):
+        TrainConfig(task_set="country").validate()
+    assert get_task_set("bias-add").training is not None
