@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 # pip prints one harmless warning per package for this machine's absent local wheel folders.
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test lint bench lab clean-venv
+.PHONY: setup run test test-unit test-integration test-e2e lint bench lab clean-venv
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ run: setup
 
 test: setup
 	@$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS); code=$$?; \
+	  if [ $$code -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$code
+
+# The tiers on their own: fast unit tests on tiny models, SmolLM2 integration, end to end.
+test-unit test-integration test-e2e: test-%: setup
+	@$(BIN)/python -m pytest -q -rs -m $* $(PYTEST_ARGS); code=$$?; \
 	  if [ $$code -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$code
 
 lint: setup

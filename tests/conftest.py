@@ -77,3 +77,18 @@ def small_prompts(task_set: str = "country", n: int = 3, per_task: int = 3, seed
 @pytest.fixture(scope="session")
 def smollm2():  # noqa: ANN201
     return load_cached("smollm2-135m")
+
+
+# Test tiers: end-to-end files are `e2e`; a test that names no tier is `unit`.
+E2E_FILES = ("test_browser.py", "test_notebooks.py")
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in E2E_FILES and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
+        elif "smollm2" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(pytest.mark.unit)
