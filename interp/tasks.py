@@ -232,18 +232,25 @@ def _caller_module() -> str:
     return str(sys._getframe(2).f_globals.get("__name__", "?"))
 
 
+def _clashes(name: str, origin: str, digest: str | None = None, instance: TaskSet | None = None) -> bool:
+    """True if ``name`` is taken by an identical definition from elsewhere; raises if by a different one."""
+    existing = _REGISTRY.get(name)
+    if existing is None or existing.origin == origin:
+        return False
+    identical = (digest is not None and digest == existing.digest) or (
+        instance is not None and instance is _INSTANCES.get(name))
+    if not identical:
+        raise InterpError(f"task set {name!r} is already defined by {existing.origin}: "
+                          f"give yours another name (e.g. {name}-mine)")
+    return True
+
+
 def _register(name: str, factory: Callable[[], TaskSet], origin: str, digest: str | None = None,
               instance: TaskSet | None = None) -> None:
     if _LOADING:
         origin = _LOADING[-1][0]
-    existing = _REGISTRY.get(name)
-    if existing is not None and existing.origin != origin:
-        identical = (digest is not None and digest == existing.digest) or (
-            instance is not None and instance is _INSTANCES.get(name))
-        if not identical:
-            raise InterpError(f"task set {name!r} is already defined by {existing.origin}: "
-                              f"give yours another name (e.g. {name}-mine)")
-        if _LOADING:
+    if _clashes(name, origin, digest, instance):
+        if _LOADING and name not in _LOADING[-1][1]:
             _LOADING[-1][1].append(name)
         return
     # Same origin: re-running the same file or notebook cell replaces its own definition.
@@ -334,6 +341,8 @@ def _loading(origin: str) -> Any:
         yield names
     finally:
         _LOADING.pop()
+        if _LOADING:  # a file that loads another file defines what that one defines
+            _LOADING[-1][1].extend(n for n in names if n not in _LOADING[-1][1])
 
 
 def _load_entry_points(wanted: str) -> None:
@@ -788,9 +797,12 @@ def _load_declarative(path: Path) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InterpError(f"{path}: task sets {dupes} are defined more than once: give each its own name")
+    digests = [_spec_digest(spec) for spec, _ in built]
+    for (_, ts), digest in zip(built, digests):
+        _clashes(ts.name, str(path), digest)  # all or nothing: refuse before registering any
     with _loading(str(path)) as registered:
-        for spec, ts in built:
-            _register(ts.name, lambda ts=ts: ts, str(path), digest=_spec_digest(spec), instance=ts)
+        for (_, ts), digest in zip(built, digests):
+            _register(ts.name, lambda ts=ts: ts, str(path), digest=digest, instance=ts)
     return registered
 
 

@@ -379,3 +379,20 @@ def test_entry_points_are_read_through_importlib_metadata(monkeypatch: pytest.Mo
         get_task_set("ep-set")
     assert seen and set(seen) == {"interp.task_sets"}
     assert get_task_set("bias-add") is builtin
+
+
+def test_a_file_is_registered_all_or_nothing(tmp_path: Path, clean_registry: None) -> None:
+    rule = [{"name": "t", "transform": "upper"}]
+    path = _write(tmp_path, "two.json", json.dumps([{"name": "fresh-set", "inputs": ["a"], "tasks": rule},
+                                                    {"name": "word", "inputs": ["b"], "tasks": rule}]))
+    with pytest.raises(InterpError, match="'word' is already defined"):
+        load_tasks_file(path)
+    assert "fresh-set" not in tasks_module._REGISTRY
+
+
+def test_a_python_file_may_load_a_declarative_file(tmp_path: Path, clean_registry: None) -> None:
+    path = _write(tmp_path, "loader.py", f"""
+        from interp.tasks import load_tasks_file
+        load_tasks_file({str(EXAMPLES / "colors.json")!r})
+    """)
+    assert load_tasks_file(path) == ["colors"]
