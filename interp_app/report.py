@@ -302,6 +302,7 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
     # would sit beside the page as if they belonged to it.
     for stale in previous_tables - {p.name for p in written}:
         (out / stale).unlink(missing_ok=True)
+        (out / stale).with_suffix(".parquet").unlink(missing_ok=True)  # written beside every CSV
     run.write_json("report.json", {"sections": names, "failed": failed, "timings_s": timings, "cpu_s": cpu,
                                    "tables": [p.name for p in written]})
     return ReportResult(index, failed, timings, written)

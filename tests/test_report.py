@@ -94,12 +94,13 @@ def test_overwrite_with_fewer_sections_removes_their_stale_tables(tmp_path):
 
     try:
         build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,zz_table"), **QUIET)
-        assert (tmp_path / "zz_table-numbers.csv").exists()
+        assert (tmp_path / "zz_table-numbers.csv").exists() and (tmp_path / "zz_table-numbers.parquet").exists()
         (tmp_path / "my-notes.csv").write_text("kept\n")  # not written by the report: never touched
         build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup", overwrite=True), **QUIET)
     finally:
         SECTIONS.pop("zz_table")
     assert not (tmp_path / "zz_table-numbers.csv").exists()
+    assert not (tmp_path / "zz_table-numbers.parquet").exists()
     assert (tmp_path / "my-notes.csv").read_text() == "kept\n"
     assert "zz_table-numbers.csv" not in json.loads((tmp_path / "report.json").read_text())["tables"]
 
