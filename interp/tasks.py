@@ -489,13 +489,15 @@ def _word() -> TaskSet:
 RETRIEVAL_LENGTH = 8
 
 
-def _retrieval_inputs() -> list[str]:
+@cache
+def _retrieval_inputs() -> tuple[str, ...]:
     # A fixed, seeded pool of 8-distinct-letter strings (the space is too large to enumerate).
+    # Built once per process (70 ms), read-only.
     rng = random.Random(1234)
     pool: set[str] = set()
     while len(pool) < 20000:
         pool.add("".join(rng.sample(string.ascii_letters, RETRIEVAL_LENGTH)))
-    return sorted(pool)
+    return tuple(sorted(pool))
 
 
 def _sample_retrieval(h: Tensor, n: int, generator: Generator) -> tuple[Tensor, Tensor]:
