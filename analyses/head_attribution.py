@@ -558,14 +558,6 @@ def head_attention(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], wi
     return pattern, tokens, [head_name(layer, h) for layer, h in heads]
 
 
-def attention_view(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], window: int | None = None) -> Any:
-    """A ``circuitsvis.attention.attention_heads`` view (write ``.local_src`` to files; offline)."""
-    import circuitsvis as cv
-
-    pattern, tokens, names = head_attention(model, prompt, heads, window)
-    return cv.attention.attention_heads(attention=pattern, tokens=tokens, attention_head_names=names)
-
-
 def query_attention(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], top: int = 5) -> pd.DataFrame:
     """Where each head looks from the query: its ``top`` source tokens, whether they lie on the
     query's own line or in the examples, and their weights (a text summary of the pattern)."""

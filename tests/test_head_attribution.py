@@ -10,7 +10,6 @@ from conftest import small_prompts
 
 from analyses.head_attribution import (
     ablate_heads,
-    attention_view,
     head_ablation,
     head_attention,
     head_attribution,
@@ -28,6 +27,7 @@ from interp.activations import collect_activations, token_positions
 from interp.errors import InterpError
 from interp.scoring import score_prompts
 from interp_app.commands.heads import HeadAttributionConfig, run_heads
+from interp_app.figures.heads import attention_view
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"interp": 0, "analyses": 1, "interp_app": 2}
 FLOOR_NAMES = {0: "library (interp)", 1: "analyses", 2: "app (interp_app)"}
 # Third-party modules a floor must not use (they belong to the floor above).
-FORBIDDEN_THIRD_PARTY = {"analyses": ("matplotlib", "argparse"), "interp": ("matplotlib", "argparse")}
+FORBIDDEN_THIRD_PARTY = {"analyses": ("matplotlib", "argparse", "circuitsvis"),
+                         "interp": ("matplotlib", "argparse", "circuitsvis")}
 
 
 def module_name(path: Path) -> str:
@@ -126,7 +127,7 @@ def test_lower_floors_use_no_app_tools():
         for line, target in imports_of(name):
             if target.split(".")[0] in FORBIDDEN_THIRD_PARTY.get(top, ()):
                 found.append(f"{path.relative_to(ROOT)}:{line}: {target}")
-    assert found == [], "figures and argument parsing belong to interp_app:\n" + "\n".join(found)
+    assert found == [], "figures, views and argument parsing belong to interp_app:\n" + "\n".join(found)
 
 
 def find_cycle() -> list[str] | None:

@@ -1,4 +1,4 @@
-"""Figures of head attribution: per-head heatmaps, overlap and ablation.
+"""Figures of head attribution: per-head heatmaps, overlap and ablation, and the circuitsvis attention view.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
 at import): a notebook displays one by leaving it as a cell's last value or with
@@ -7,13 +7,17 @@ at import): a notebook displays one by leaving it as a cell's last value or with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analyses.head_attribution import METRICS, HeadAttributionResult
+from analyses.head_attribution import METRICS, Head, HeadAttributionResult, head_attention
+from interp.models import LoadedModel
+from interp.prompts import Prompt
+from interp_app.render import attention_heads_rendered
 
 
 def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
@@ -79,3 +83,10 @@ def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | No
     fig.tight_layout()
     return fig
 
+
+
+def attention_view(model: LoadedModel, prompt: Prompt, heads: Sequence[Head], window: int | None = None) -> Any:
+    """A ``circuitsvis.attention.attention_heads`` view of ``heads`` on ``prompt`` (the pattern from
+    :func:`analyses.head_attribution.head_attention`); show it with :func:`interp_app.render.show_circuitsvis`
+    or write its ``.local_src`` (offline)."""
+    return attention_heads_rendered(*head_attention(model, prompt, heads, window))
