@@ -162,7 +162,7 @@ def from_rendered(obj: Any, digits: int | None = 3) -> str:
     into a page view that uses the page's bundle instead of repeating it."""
     match = _CDN_RE.search(obj.cdn_src)
     if match is None:
-        raise ValueError("unrecognised circuitsvis output: upgrade interp.render for this circuitsvis version")
+        raise ValueError("unrecognised circuitsvis output: upgrade interp_app.render for this circuitsvis version")
     component, props = match.group(1), json.loads(match.group(2))
     return circuitsvis_view(component, digits=digits, **props)
 

@@ -9,7 +9,7 @@ Python::
     from interp.cache import open_entry
     acts = open_entry("1a2b3c4d")  # a stored entry by key (prefix), without loading a model
 
-CLI: ``interp cache build|ls|verify|rm`` (see :mod:`interp.cache.cli`). Layout and guarantees:
+CLI: ``interp cache build|ls|verify|rm`` (see :mod:`interp_app.commands.cache`). Layout and guarantees:
 :mod:`interp.cache.store`.
 """
 
