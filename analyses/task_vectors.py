@@ -139,9 +139,8 @@ def resolve_tasks(task_set: TaskSet, text: str) -> list[str]:
 
 
 def _sampling(task_set: TaskSet) -> dict[str, bool]:
-    """Tiny input spaces (``bias-add``: 10 digits) need repeated inputs, as in ``make_prompts``."""
-    tiny = len(task_set.inputs()) < 100
-    return {"with_replacement": tiny, "allow_query_in_examples": tiny}
+    """Whether inputs may repeat in a prompt and the query among its examples: the task set's properties."""
+    return {"with_replacement": task_set.inputs_may_repeat, "allow_query_in_examples": task_set.query_may_repeat}
 
 
 def zero_shot_queries(task_set: TaskSet, tasks: Sequence[str], n: int, seed: int,
@@ -171,9 +170,9 @@ def random_answer_task_set(task_set: TaskSet, tasks: Sequence[str], seed: int = 
 
         return Task(f"rand_{t}", answer, f"random {t} answer (control)")
 
-    return TaskSet(name=f"{task_set.name}+rand", tasks=[*task_set.tasks, *(make(t) for t in tasks)],
-                   inputs=task_set.inputs, format_input=fmt, separator=task_set.separator,
-                   default_tasks=list(tasks), examples_per_task=task_set.examples_per_task)
+    # dataclasses.replace keeps every property of the set (sampling, pairs, training) as it is.
+    return dataclasses.replace(task_set, name=f"{task_set.name}+rand",
+                               tasks=(*task_set.tasks, *(make(t) for t in tasks)), default_tasks=tuple(tasks))
 
 
 # ---------------------------------------------------------------------------- 1. extraction
