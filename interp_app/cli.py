@@ -24,7 +24,7 @@ from interp_app.commands import (
     task_vectors,
     train,
 )
-from interp_app.logs import log_to_stderr
+from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
 
 COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, cache, report)
 
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_stderr(logging.INFO)  # the library's status lines (cache reused / computed, ...)
+    plain_output_when_not_a_terminal()
     try:
         code = args._run(args)
     except InterpError as exc:

@@ -25,3 +25,27 @@ def log_to_stderr(level: int = logging.INFO) -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())
     logger.setLevel(level)
+
+
+def plain_output_when_not_a_terminal() -> None:
+    """When stderr is not a terminal (CI, ``make run > log``), turn off the redrawn bars of the
+    libraries underneath (transformers' "Loading weights", huggingface_hub downloads); the
+    toolkit's own stages then print one line each (:mod:`interp.progress`)."""
+    try:
+        interactive = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    if interactive:
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
