@@ -104,6 +104,15 @@ def default_pair(task_set: str) -> tuple[str, str]:
     return ts.default_pair or ("random", "random")
 
 
+def from_scratch_checkpoints(root: str | Path = Path("checkpoints") / "from-scratch") -> list[Path]:
+    """Shipped from-scratch models: the directories directly under ``root`` holding a ``training_config.json``
+    (the ``scale/`` and ``ablations/`` families are shown elsewhere or on request)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob("*/training_config.json"))
+
+
 def resolve_task_set(model_dir: str | Path, task_set: str = "", n_examples: int = 0) -> tuple[str, int]:
     """``(task_set, n_examples)`` for a mixture curve: explicit values, else the model's training config."""
     info = training_info(model_dir).get("config", {})

@@ -575,15 +575,6 @@ def _read_run_table(run: str, name: str, command: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def from_scratch_checkpoints(root: str | Path = Path("checkpoints") / "from-scratch") -> list[Path]:
-    """Shipped from-scratch models: the directories directly under ``root`` holding a ``training_config.json``
-    (the ``scale/`` and ``ablations/`` families are shown elsewhere or on request)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.glob("*/training_config.json"))
-
-
 @dataclass
 class FromScratchSectionOptions:
     models: str = ""  # comma-separated model dirs (default: every shipped checkpoint under <checkpoints>/from-scratch)
@@ -608,7 +599,7 @@ def section_from_scratch(ctx: ReportContext, opts: FromScratchSectionOptions) ->
         curve["task_set"] = run_config.get("task_set", "retrieval")
     else:
         dirs = ([_existing_dir(m.strip(), "model directory") for m in opts.models.split(",") if m.strip()]
-                or from_scratch_checkpoints(Path(ctx.config.checkpoints) / "from-scratch"))
+                or fs.from_scratch_checkpoints(Path(ctx.config.checkpoints) / "from-scratch"))
         if not dirs:
             raise InterpError(f"no from-scratch checkpoint under {Path(ctx.config.checkpoints) / 'from-scratch'}: "
                               "train one with `interp train` and pass --set from_scratch.models=DIR")
