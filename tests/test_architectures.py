@@ -171,3 +171,23 @@ def test_closure_beyond_tolerance_is_an_error(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(model.adapter, "output_weights", lambda: (W_O * 1.01, b_O))  # a 1 % misdescription
     with pytest.raises(InterpError, match="does not close"):
         head_attribution(model, _prompts(n=1), show_progress=False, use_cache=False)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gpt_neox", "olmo2"])
+def test_commands_run_on_other_families(arch: str, tmp_path: Path) -> None:
+    # The commands a user types, on a local directory of each family: heads (DLA + ablation +
+    # attention view), logit lens and cache build all exit 0 and write their tables.
+    import pandas as pd
+
+    from interp_app.cli import main
+
+    model_dir = str(build_tiny(arch, tmp_path / arch))
+    common = ["--model", model_dir, "--task-set", "country", "--n-prompts", "2", "--examples-per-task", "3"]
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["run", "heads", *common, *cache, "--top-n", "2", "--ablation", "mean",
+                 "--out", str(tmp_path / "heads")]) == 0
+    closure = pd.read_csv(tmp_path / "heads" / "closure.csv")
+    assert closure["error"].max() < 1e-4 and len(closure) == 2 * 3
+    assert main(["run", "logit-lens", *common, *cache, "--out", str(tmp_path / "lens")]) == 0
+    assert (tmp_path / "lens" / "logit_lens.parquet").exists()
+    assert main(["cache", "build", *common, *cache, "--hooks", "resid_post,attn.hook_z"]) == 0
