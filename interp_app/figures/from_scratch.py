@@ -1,29 +1,18 @@
-"""Figure of the from-scratch mixture curves, with the authors' logged curve beside ours.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
-at import): a notebook displays one by leaving it as a cell's last value or with
-``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
-"""
+"""Figure of the from-scratch mixture curves, with the authors' logged curve beside ours."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from analyses.from_scratch import PAPER_BIAS_ADD_CURVE, PAPER_COPY_CURVE
-
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
+from interp_app.figures import subplots
 
 
 def plot_curves(curves: dict[str, pd.DataFrame], title: str, task_set: str) -> Figure:
     """Stack plot (P(A), P(B), other) per model, with the authors' logged curve beside it."""
     n = len(curves)
-    fig, axes = _subplots(1, n + (1 if n > 1 else 0), figsize=(3.6 * (n + (1 if n > 1 else 0)), 3.3), squeeze=False)
+    fig, axes = subplots(1, n + (1 if n > 1 else 0), figsize=(3.6 * (n + (1 if n > 1 else 0)), 3.3), squeeze=False)
     paper = PAPER_COPY_CURVE if task_set == "retrieval" else PAPER_BIAS_ADD_CURVE
     paper_label = "authors' copy run (h=2,6)" if task_set == "retrieval" else "authors' bias_add_simple run"
     for ax, (label, curve) in zip(axes[0], curves.items()):

@@ -1,9 +1,4 @@
-"""Figures of head attribution: per-head heatmaps, overlap and ablation, and the circuitsvis attention view.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
-at import): a notebook displays one by leaving it as a cell's last value or with
-``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
-"""
+"""Figures of head attribution: per-head heatmaps, overlap and ablation, and the circuitsvis attention view."""
 
 from __future__ import annotations
 
@@ -17,12 +12,8 @@ from matplotlib.figure import Figure
 from analyses.head_attribution import METRICS, Head, HeadAttributionResult, head_attention
 from interp.models import LoadedModel
 from interp.prompts import Prompt
+from interp_app.figures import subplots
 from interp_app.render import attention_heads_rendered
-
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
 
 
 def plot_head_attribution(result: HeadAttributionResult | pd.DataFrame, by: str = "logit", title: str = "") -> Figure:
@@ -32,7 +23,7 @@ def plot_head_attribution(result: HeadAttributionResult | pd.DataFrame, by: str 
     L, H = int(table["layer"].max()) + 1, int(table["head"].max()) + 1
     col = METRICS[by]
     vmax = float(table[col].abs().max()) or 1.0
-    fig, axes = _subplots(1, len(tasks), figsize=(1.2 + 0.45 * H * len(tasks) + 0.8, 0.8 + 0.16 * L + 0.8),
+    fig, axes = subplots(1, len(tasks), figsize=(1.2 + 0.45 * H * len(tasks) + 0.8, 0.8 + 0.16 * L + 0.8),
                              squeeze=False)
     im = None
     for ax, task in zip(axes[0], tasks):
@@ -55,7 +46,7 @@ def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | No
     """Left: Jaccard overlap of the tasks' top heads. Right (per mode): mean change of each task's
     answer log-probability (columns; nats, per prompt then averaged) when a set of heads is ablated (rows)."""
     modes = [] if ablation is None or ablation.empty else list(dict.fromkeys(ablation["mode"]))
-    fig, axes = _subplots(1, 1 + len(modes), figsize=(3.6 + 3.9 * len(modes), 3.3), squeeze=False)
+    fig, axes = subplots(1, 1 + len(modes), figsize=(3.6 + 3.9 * len(modes), 3.3), squeeze=False)
     ax = axes[0][0]
     ax.imshow(jaccard.to_numpy(), vmin=0, vmax=1, cmap="Blues")
     tasks = list(jaccard.columns)

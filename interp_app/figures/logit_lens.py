@@ -1,13 +1,6 @@
-"""Figure of the logit lens: answer probability per layer and the median-rank heatmap.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
-at import): a notebook displays one by leaving it as a cell's last value or with
-``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
-"""
+"""Figure of the logit lens: answer probability per layer and the median-rank heatmap."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import matplotlib
 import numpy as np
@@ -15,11 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analyses.logit_lens import SUPERPOSED
-
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
+from interp_app.figures import subplots
 
 
 def plot_logit_lens(table: pd.DataFrame, title: str = "") -> Figure:
@@ -30,7 +19,7 @@ def plot_logit_lens(table: pd.DataFrame, title: str = "") -> Figure:
     tasks = list(dict.fromkeys(sup["task"]))
     layers = sorted(sup["layer"].unique())
     n_layers = max(layers)
-    fig, (ax, hx) = _subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax, hx) = subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, task in enumerate(tasks):
         c = colors[i % len(colors)]

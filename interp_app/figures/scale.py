@@ -1,26 +1,16 @@
-"""Figure of the scale analysis: r / K and KL against parameter count.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
-at import): a notebook displays one by leaving it as a cell's last value or with
-``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
-"""
+"""Figure of the scale analysis: r / K and KL against parameter count."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
+from interp_app.figures import subplots
 
 
 def plot_scale(summary: pd.DataFrame, title: str) -> Figure:
     """r / K and KL (raw) against parameter count, one line per K."""
-    fig, axes = _subplots(1, 2, figsize=(8.4, 3.3))
+    fig, axes = subplots(1, 2, figsize=(8.4, 3.3))
     for k, g in summary.groupby("K"):
         g = g.sort_values("n_params")
         axes[0].plot(g["n_params"], g["r_over_K"], marker="o", ms=3, label=f"K={k}")

@@ -1,26 +1,16 @@
-"""Figures of the superposition analysis: per-task bars and stacked per-prompt bars.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
-at import): a notebook displays one by leaving it as a cell's last value or with
-``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
-"""
+"""Figures of the superposition analysis: per-task bars and stacked per-prompt bars."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
+from interp_app.figures import subplots
 
 
 def plot_summary(summary: pd.DataFrame, title: str) -> Figure:
     """Bars of mean P(answer) per task beside the in-context share, plus the 'other' mass."""
-    fig, ax = _subplots(figsize=(1.2 + 1.1 * (len(summary) + 1), 3.2))
+    fig, ax = subplots(figsize=(1.2 + 1.1 * (len(summary) + 1), 3.2))
     x = range(len(summary))
     ax.bar([i - 0.2 for i in x], summary["share"], width=0.4, color="#cccccc", label="in-context share")
     ax.bar([i + 0.2 for i in x], summary["mean"], width=0.4, color="#3b75af",
@@ -48,7 +38,7 @@ def plot_stacked(scores: pd.DataFrame, summary: pd.DataFrame, title: str, max_pr
     wide = scores.pivot(index="prompt_id", columns="task", values="prob")[tasks].head(max_prompts)
     labels = [f"p{i}" for i in wide.index] + ["mean", "in-context"]
     rows = [wide.loc[i].to_numpy() for i in wide.index] + [summary["mean"].to_numpy(), summary["share"].to_numpy()]
-    fig, ax = _subplots(figsize=(1.6 + 0.38 * len(labels), 3.0))
+    fig, ax = subplots(figsize=(1.6 + 0.38 * len(labels), 3.0))
     for x, values in enumerate(rows):
         bottom = 0.0
         for k, v in enumerate(values):

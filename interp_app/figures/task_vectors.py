@@ -1,31 +1,22 @@
-"""Figures of the task-vector analysis: layer sweep, weights, residuals, 2-D maps, interpolation.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen
-at import): a notebook displays one by leaving it as a cell's last value or with
-``IPython.display.display(fig)``; the app saves it with :meth:`interp_app.runs.RunDir.save_figure`.
-"""
+"""Figures of the task-vector analysis: layer sweep, weights, residuals, 2-D maps, interpolation."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
+from interp_app.figures import subplots
 
 
 def plot_layer_sweep(summary: pd.DataFrame, title: str = "") -> Figure:
     """Mean P(answer) vs patched layer, one panel per mode, one line per task (dashed: baseline)."""
     modes = [(m, a) for m, a in summary[["mode", "alpha"]].drop_duplicates().itertuples(index=False) if m != "none"]
-    fig, axes = _subplots(1, len(modes), figsize=(3.6 * len(modes), 3.0), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(modes), figsize=(3.6 * len(modes), 3.0), sharey=True, squeeze=False)
     colors = dict(zip(summary["vector_task"].unique(), matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, (mode, alpha) in zip(axes[0], modes):
         for t, c in colors.items():
@@ -46,7 +37,7 @@ def plot_layer_sweep(summary: pd.DataFrame, title: str = "") -> Figure:
 
 def plot_weights(table: pd.DataFrame, tasks: Sequence[str], title: str = "") -> Figure:
     """Fitted weights (bars) vs in-context shares (ticks) per target at one layer."""
-    fig, ax = _subplots(figsize=(1.0 + 0.9 * len(table), 3.2))
+    fig, ax = subplots(figsize=(1.0 + 0.9 * len(table), 3.2))
     width = 0.8 / len(tasks)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, t in enumerate(tasks):
@@ -67,7 +58,7 @@ def plot_residuals(fits: pd.DataFrame, method: str = "simplex", candidates: str 
     s = fits[(fits["method"] == method) & (fits["level"] == "mean")]
     s = s[(s["candidates"] == candidates) | ((s["kind"] == "pure") & (s["candidates"] == "all"))]
     s = s.groupby(["kind", "target", "layer"])[column].first().reset_index()
-    fig, ax = _subplots(figsize=(5.5, 3.2))
+    fig, ax = subplots(figsize=(5.5, 3.2))
     styles = {"pure": ("#7f7f7f", ":"), "mix": ("#1f77b4", "-"), "random_answers": ("#d62728", "--"),
               "other_task": ("#2ca02c", "-.")}
     for kind, g in s.groupby("kind"):
@@ -88,7 +79,7 @@ def plot_projection_2d(proj: pd.DataFrame, method: str = "lda", title: str = "")
     """Scatter of the 2-D map per layer: fitted pure prompts (small) and mixed prompts."""
     s = proj[proj["method"] == method]
     layers = sorted(s["layer"].unique())
-    fig, axes = _subplots(1, len(layers), figsize=(3.0 * len(layers), 3.0), squeeze=False)
+    fig, axes = subplots(1, len(layers), figsize=(3.0 * len(layers), 3.0), squeeze=False)
     labels = [lab for lab in s["label"].unique() if s[s["label"] == lab]["kind"].iloc[0] != "pure"]
     colors = dict(zip(labels, itertools.cycle(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])))
     for ax, layer in zip(axes[0], layers):
@@ -109,7 +100,7 @@ def plot_projection_2d(proj: pd.DataFrame, method: str = "lda", title: str = "")
 
 def plot_interpolation(tv: pd.DataFrame, icl: pd.DataFrame, task_a: str, task_b: str, title: str = "") -> Figure:
     """The paper's two panels: task-vector interpolation (top) and real ICL mixing (bottom)."""
-    fig, axes = _subplots(2, 1, figsize=(4.6, 5.0), sharex=True)
+    fig, axes = subplots(2, 1, figsize=(4.6, 5.0), sharex=True)
     for ax, curve, name in ((axes[0], tv, "task-vector interpolation"), (axes[1], icl, "ICL mixture")):
         ax.stackplot(curve["lam"], curve["p_a"], curve["p_b"], curve["other"].clip(lower=0),
                      labels=[f"P({task_a})", f"P({task_b})", "other"], colors=["#1f77b4", "#ff7f0e", "#dddddd"])
