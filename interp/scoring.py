@@ -6,9 +6,13 @@ prompt once (batched, left-padded, ``sdpa`` attention, no hooks), keep its key/v
 score all K answers of the prompt in one short batched continuation over that cache.
 
 Tokenization boundary: an answer's tokens are taken from the tokenization of
-``prompt + answer`` when the prompt's tokens are a prefix of it (the usual case). When they
-are not (a merge across the separator), we score prompt tokens + the answer's own tokens and
-flag the row ``boundary_mismatch``.
+``prompt + answer`` when the prompt's tokens are a prefix of it (the usual case). When the prompt
+ends in whitespace that the tokenizer merges into the answer (separator ``": "``: ``"Ġ"`` then
+``"Dublin"`` is not how the text ``": Dublin"`` tokenizes), the whitespace is moved from the prompt
+into the answer before scoring (score ``" Dublin"`` after ``":"``, the natural split) and the row
+records it in ``boundary_moved``. Only when no such split exists (a true merge across the
+separator) do we score prompt tokens + the answer's own tokens and flag the row
+``boundary_mismatch``; summaries exclude those prompts by default and count them.
 """
 
 from __future__ import annotations
@@ -50,17 +54,58 @@ class TokenizedAnswer:
 
 
 def tokenize_answers(model: LoadedModel, prompt_text: str, prompt_ids: list[int], answers: dict[str, str],
-                     end_of_answer: str | None = None) -> list[TokenizedAnswer]:
-    """Answer token ids for each task, with explicit tokenization-boundary handling."""
+                     end_of_answer: str | None = None, prefix: str = "") -> list[TokenizedAnswer]:
+    """Answer token ids for each task, with explicit tokenization-boundary handling.
+
+    ``prefix`` is text moved from the prompt's end into every answer (see :func:`natural_split`);
+    the tokens returned are those of ``prefix + answer (+ end_of_answer)``.
+    """
     out = []
     for task, answer in answers.items():
-        target = answer + (end_of_answer or "")
+        target = prefix + answer + (end_of_answer or "")
         joint = model.encode_prompt(prompt_text + target)
         if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
             out.append(TokenizedAnswer(task, answer, joint[len(prompt_ids):], False))
         else:
             out.append(TokenizedAnswer(task, answer, model.encode_continuation(target), True))
     return out
+
+
+@dataclass
+class ScoredSplit:
+    """Where one prompt is split from its answers for scoring.
+
+    ``text``/``ids``: the prompt as scored; ``moved``: trailing whitespace moved from the prompt into
+    every answer (``""`` when the prompt is scored as written); ``answers``: the tokenized answers.
+    """
+
+    text: str
+    ids: list[int]
+    moved: str
+    answers: list[TokenizedAnswer]
+
+
+def natural_split(model: LoadedModel, prompt_text: str, answers: dict[str, str],
+                  end_of_answer: str | None = None, move_whitespace: bool = True) -> ScoredSplit:
+    """Split ``prompt_text + answer`` where the tokenizer itself would.
+
+    As written when every answer's tokens follow the prompt's tokens. Otherwise, when the prompt
+    ends in whitespace (``"Ireland: "``) and removing it from the prompt and prefixing it to every
+    answer gives clean splits for more answers, that split is used (``":"`` then ``" Dublin"``):
+    this is the probability of the same text under the tokenization the model was trained on.
+    Answers that still do not split cleanly stay flagged ``boundary_mismatch``.
+    """
+    ids = model.encode_prompt(prompt_text)
+    tokenized = tokenize_answers(model, prompt_text, ids, answers, end_of_answer)
+    bad = sum(a.boundary_mismatch for a in tokenized)
+    stripped = prompt_text.rstrip()
+    if move_whitespace and bad and stripped and stripped != prompt_text:
+        moved = prompt_text[len(stripped):]
+        moved_ids = model.encode_prompt(stripped)
+        moved_answers = tokenize_answers(model, stripped, moved_ids, answers, end_of_answer, prefix=moved)
+        if sum(a.boundary_mismatch for a in moved_answers) < bad:
+            return ScoredSplit(stripped, moved_ids, moved, moved_answers)
+    return ScoredSplit(prompt_text, ids, "", tokenized)
 
 
 def _left_pad(seqs: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -195,6 +240,7 @@ def score_prompts(
     end_of_answer: str | None = None,
     show_progress: bool = True,
     on_prompt: Callable[[Prompt, PromptState], None] | None = None,
+    move_whitespace: bool = True,
 ) -> pd.DataFrame:
     """Score every prompt's answer under every task.
 
@@ -207,17 +253,20 @@ def score_prompts(
             from-scratch evaluation does), scored as part of it.
         show_progress: show a progress bar.
         on_prompt: called with each prompt and its :class:`PromptState` after scoring, to reuse
-            the prompt's forward pass.
+            the prompt's forward pass (of the prompt as scored: see :func:`natural_split`).
+        move_whitespace: move trailing whitespace the tokenizer would merge into the answer
+            from the prompt into the answer (:func:`natural_split`); False scores the split as written.
 
     Returns:
         One row per (prompt, task): ``prompt_id, task, answer, share, prob, logprob,
-        n_tokens, boundary_mismatch``.
+        n_tokens, boundary_mismatch, boundary_moved``.
     """
     rows = []
     batches = [prompts[i: i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in progress(batches, desc="scoring", unit="batch", disable=not show_progress):
-        prompt_ids = [model.encode_prompt(p.text) for p in batch]
-        answers = [tokenize_answers(model, p.text, ids, p.answers, end_of_answer) for p, ids in zip(batch, prompt_ids)]
+        splits = [natural_split(model, p.text, p.answers, end_of_answer, move_whitespace) for p in batch]
+        prompt_ids = [s.ids for s in splits]
+        answers = [s.answers for s in splits]
         for p, ids, ans in zip(batch, prompt_ids, answers):
             _check_context(model, len(ids), max(len(a.ids) for a in ans), p.prompt_id)
         last_logits, kv, mask = run_prompts_with_cache(model, prompt_ids)
@@ -236,6 +285,7 @@ def score_prompts(
                 "logprob": logprob,
                 "n_tokens": len(a.ids),
                 "boundary_mismatch": a.boundary_mismatch,
+                "boundary_moved": splits[b_index].moved != "",
             })
         if on_prompt is not None:
             for b, p in enumerate(batch):
@@ -246,17 +296,19 @@ def score_prompts(
 
 @torch.no_grad()
 def score_prompts_naive(model: LoadedModel, prompts: Sequence[Prompt], end_of_answer: str | None = None,
-                        show_progress: bool = False) -> pd.DataFrame:
+                        show_progress: bool = False, move_whitespace: bool = True) -> pd.DataFrame:
     """Reference scorer: one full forward of prompt + answer per answer (the paper's method)."""
     rows = []
     for p in progress(prompts, desc="naive scoring", disable=not show_progress):
-        ids = model.encode_prompt(p.text)
-        for a in tokenize_answers(model, p.text, ids, p.answers, end_of_answer):
+        split = natural_split(model, p.text, p.answers, end_of_answer, move_whitespace)
+        ids = split.ids
+        for a in split.answers:
             full = torch.tensor([ids + a.ids], device=model.device)
             logits = model.hf_model(input_ids=full).logits.float()
             logp = torch.log_softmax(logits[0, len(ids) - 1: -1], dim=-1)
             lp = float(logp.gather(-1, torch.tensor(a.ids, device=model.device)[:, None]).sum())
             rows.append({"prompt_id": p.prompt_id, "task": a.task, "answer": a.answer,
                          "share": p.shares.get(a.task, 0.0), "prob": float(torch.tensor(lp).exp()),
-                         "logprob": lp, "n_tokens": len(a.ids), "boundary_mismatch": a.boundary_mismatch})
+                         "logprob": lp, "n_tokens": len(a.ids), "boundary_mismatch": a.boundary_mismatch,
+                         "boundary_moved": split.moved != ""})
     return pd.DataFrame(rows)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from analyses.superposition import SuperpositionOptions, SuperpositionResult, analyse, format_result
+import pandas as pd
+
+from analyses.superposition import SuperpositionOptions, SuperpositionResult, analyse, format_result, seed_spread
+from interp.errors import InterpError
 from interp.prompts import save_prompts
 from interp_app.command import Command
 from interp_app.figures.superposition import plot_summary
@@ -17,31 +20,63 @@ from interp_app.options import ExperimentConfig, add_dataclass_args, from_args, 
 class SuperpositionConfig(ExperimentConfig, SuperpositionOptions):
     """``interp run superposition``: model, prompts, output and the analysis's options."""
 
+    seeds: list[int] = field(default_factory=list, metadata={"help": "replicate the run with these prompt seeds "
+                                                                     "(e.g. 0,1,2) and report the spread between them"})
+
 
 @dataclass
 class SuperpositionRun(SuperpositionResult):
     out: Path | None = None
+    seed_spread: pd.DataFrame | None = None
 
 
 def run_superposition(config: SuperpositionConfig, show_progress: bool = True) -> SuperpositionRun:
     """Build prompts, score them, and write the run directory."""
-    prompts = make_prompts(config)
+    seeds = list(dict.fromkeys(config.seeds))
+    if config.seeds and len(seeds) != len(config.seeds):
+        raise InterpError("--seeds names a seed twice: give each seed once, e.g. 0,1,2")
+    base_seed = seeds[0] if seeds else config.seed
+    prompts = make_prompts(replace(config, seed=base_seed))
     model = make_model(config)
     run = open_run(config, "superposition", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
     result = analyse(model, prompts, config, show_progress=show_progress)
     run.write_csv("scores.csv", result.scores)
     run.write_csv("summary.csv", result.summary)
+    run.write_csv("sorted_means.csv", result.sorted_means)
+    run.write_csv("conditions.csv", result.conditions)
+    run.write_csv("metric_intervals.csv", result.metric_intervals)
+    run.write_csv("drivers.csv", result.drivers)
+    if len(result.baseline_scores):
+        run.write_csv("baseline_scores.csv", result.baseline_scores)
     if result.topk is not None:
         run.write_csv("topk.csv", result.topk)
+    spread = None
+    if len(seeds) > 1:
+        # Replicates: new prompts per seed (the top-K search is skipped there: it only feeds r).
+        summaries = {base_seed: result.summary}
+        frames = [result.summary.assign(seed=base_seed)]
+        for seed in seeds[1:]:
+            extra = analyse(model, make_prompts(replace(config, seed=seed)), replace(config, topk=False),
+                            show_progress=show_progress)
+            summaries[seed] = extra.summary
+            frames.append(extra.summary.assign(seed=seed))
+        spread = seed_spread(summaries)
+        run.write_csv("seed_summaries.csv", pd.concat(frames, ignore_index=True))
+        run.write_csv("seed_spread.csv", spread)
+        result.metrics["seeds"] = seeds
     run.write_json("metrics.json", result.metrics)
     run.save_figure("superposition", plot_summary(result.summary, f"{model.name} · {config.task_set} · {len(prompts)} prompts"))
-    return SuperpositionRun(**vars(result), out=run.path)
+    return SuperpositionRun(**vars(result), out=run.path, seed_spread=spread)
 
 
 def _cli_run(args: argparse.Namespace) -> int:
     result = run_superposition(from_args(SuperpositionConfig, args))
     print(format_result(result))
+    if result.seed_spread is not None:
+        cols = ["task", "n_seeds", "mean_over_seeds", "std_between_seeds", "min", "max"]
+        print("between seeds (mean P per seed):")
+        print(result.seed_spread[cols].to_string(index=False, float_format="%.4f"))
     print(f"results: {result.out}")
     return 0
 

@@ -8,20 +8,43 @@ from matplotlib.figure import Figure
 from interp_app.figures import subplots
 
 
+def _err(summary: pd.DataFrame, prefix: str) -> list[list[float]]:
+    """Asymmetric error bars (below, above) from ``{prefix}_low``/``_high`` (or ``ci_low``/``ci_high``)."""
+    mean = summary[prefix if prefix != "mean" else "mean"]
+    low = summary["ci_low" if prefix == "mean" else f"{prefix}_low"]
+    high = summary["ci_high" if prefix == "mean" else f"{prefix}_high"]
+    return [list((mean - low).clip(lower=0)), list((high - mean).clip(lower=0))]
+
+
+BASELINES = (("share0", "share-0 (task absent)", "#9ecae1"), ("zero_shot", "zero-shot", "#bdbdbd"),
+             ("single_task", "single-task", "#74c476"))
+
+
 def plot_summary(summary: pd.DataFrame, title: str) -> Figure:
-    """Bars of mean P(answer) per task beside the in-context share, plus the 'other' mass."""
-    fig, ax = subplots(figsize=(1.2 + 1.1 * (len(summary) + 1), 3.2))
-    x = range(len(summary))
-    ax.bar([i - 0.2 for i in x], summary["share"], width=0.4, color="#cccccc", label="in-context share")
-    ax.bar([i + 0.2 for i in x], summary["mean"], width=0.4, color="#3b75af",
-           yerr=summary["var"] ** 0.5, capsize=3, label="mean P(answer)")
+    """Per task: the in-context share, mean P(answer) with its 95 % interval and, when scored, the
+    baselines on the same queries (share-0, zero-shot, single-task) with theirs; plus the 'other' mass."""
+    has_ci = {"ci_low", "ci_high"} <= set(summary.columns)
+    baselines = [b for b in BASELINES if b[0] in summary.columns]
+    bars = 2 + len(baselines)
+    width = 0.8 / bars
+    fig, ax = subplots(figsize=(1.2 + (0.6 + 0.3 * bars) * (len(summary) + 1), 3.4))
+    x = list(range(len(summary)))
+
+    def at(j: int) -> list[float]:
+        return [i - 0.4 + width * (j + 0.5) for i in x]
+
+    ax.bar(at(0), summary["share"], width=width, color="#e0e0e0", label="in-context share")
+    ax.bar(at(1), summary["mean"], width=width, color="#3b75af", yerr=_err(summary, "mean") if has_ci else None,
+           capsize=2, label="P(answer), superposed")
+    for j, (prefix, label, color) in enumerate(baselines, start=2):
+        ax.bar(at(j), summary[prefix], width=width, color=color, yerr=_err(summary, prefix), capsize=2, label=label)
     other = max(0.0, 1 - summary["mean"].sum())
-    ax.bar([len(summary) + 0.2], [other], width=0.4, color="#d62728", label="other")
-    ax.set_xticks(list(x) + [len(summary)], list(summary["task"]) + ["other"], rotation=20)
+    ax.bar([len(summary)], [other], width=width, color="#d62728", label="other")
+    ax.set_xticks(x + [len(summary)], list(summary["task"]) + ["other"], rotation=20)
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title + ("  (bars: 95% CI over prompts)" if has_ci else ""), fontsize=9)
+    ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
     return fig
 
