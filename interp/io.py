@@ -8,6 +8,7 @@ would have given it (``0o666`` minus the process's umask).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -75,3 +76,56 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
 def atomic_write_text(path: str | os.PathLike[str], text: str, durable: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+# Marks a prepared directory as complete; bump the format when the layout of one changes.
+PREPARED_MARKER = "interp_prepared.json"
+
+
+def publish_directory(target: Path, build: Callable[[Path], None], format_version: int = 1) -> Path:
+    """Build a directory under a temporary name beside ``target`` and rename it into place.
+
+    A reader never sees a half-built directory: either ``target`` holds the marker file or it
+    does not exist. If another process publishes first, its (equivalent) directory is kept.
+    """
+    import json
+    import shutil
+
+    if (target / PREPARED_MARKER).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / PREPARED_MARKER).write_text(json.dumps({"format": format_version}))
+        # mkdtemp/mkstemp create owner-only entries; publish with the permissions the umask gives.
+        for path in tmp.rglob("*"):
+            path.chmod(default_file_mode() if path.is_file() else 0o777 & ~_umask())
+        tmp.chmod(0o777 & ~_umask())
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / PREPARED_MARKER).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def os_error_line(exc: OSError, fix: str = "") -> str:
+    """One line describing a filesystem error and what to do about it (the CLI prints it as ``error: …``)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or type(exc).__name__
+    code = exc.errno
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        hint = fix or "free some space or write somewhere else (--out / --cache-dir); completed outputs were kept"
+        return f"no space left on the device writing {where}: {hint}"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where} ({reason}): {fix or 'choose a writable directory (--out / --cache-dir)'}"
+    if code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return f"{where}: {reason} (a path that should be a directory is a file, or the reverse): " + (
+            fix or "choose another path")
+    if code == errno.ENOENT:
+        return f"{where} does not exist: {fix or 'check the path'}"
+    return f"{reason}: {where}" + (f": {fix}" if fix else "")

