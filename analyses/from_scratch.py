@@ -166,7 +166,8 @@ def build_mixture_prompts(task_set: str, task_a: str, task_b: str, shares: list[
     for (d, a, b, count_a), members in groups.items():
         group_seed = random.Random(f"mixture:{seed}:{d:.4f}:{a}:{b}:{count_a}").randrange(2**31)
         mixture = {a: float(count_a), b: float(n_examples - count_a)}
-        made = build_prompts(ts, mixture=mixture, n_prompts=len(members), seed=group_seed)
+        # n_examples makes {A: 0, B: 1} (one example) mean one example, not a share of the default 20.
+        made = build_prompts(ts, mixture=mixture, n_prompts=len(members), n_examples=n_examples, seed=group_seed)
         built.update(zip(members, made))
     prompts: list[Prompt] = []
     rows = []

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import InterpError
-from interp.tasks import TaskSet
+from interp.io import atomic_write_text
+from interp.tasks import TaskSet, get_task_set
+from interp.validate import check_int, refuse_if_too_big
 
 MAX_QUERY_RESAMPLES = 1000
 
@@ -62,7 +64,10 @@ class Prompt:
 
 
 def parse_mixture(text: str) -> dict[str, float]:
-    """Parse ``capital=0.5,upper=0.5`` (shares) or ``capital=10,upper=30`` (exact counts)."""
+    """Parse ``capital=0.5,upper=0.5`` (shares) or ``capital=10,upper=30`` (exact counts).
+
+    See :func:`mixture_counts` for the one rule that tells shares from counts.
+    """
     mixture: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -77,23 +82,54 @@ def parse_mixture(text: str) -> dict[str, float]:
             raise InterpError(f"bad share {value!r} for task {name!r}: use a number such as 0.5") from None
     if not mixture:
         raise InterpError("empty mixture: write e.g. capital=0.5,upper=0.5")
+    check_mixture_values(mixture)
+    return mixture
+
+
+def mixture_is_counts(mixture: dict[str, float]) -> bool:
+    """The one rule telling shares from counts: values in [0, 1] summing to 1 are shares; otherwise
+    every value must be a whole number (a count); anything else is refused by :func:`check_mixture_values`.
+
+    So ``{task: 1}`` is a share (all examples of that task) and ``{task: 2}`` two examples.
+    """
+    values = [float(v) for v in mixture.values()]
+    return not (all(0 <= v <= 1 for v in values) and abs(sum(values) - 1.0) <= 1e-6)
+
+
+def check_mixture_values(mixture: Any) -> dict[str, float]:
+    """Refuse a mixture that is not ``{task name: finite non-negative number}`` under the share/count rule."""
+    if not isinstance(mixture, dict) or not mixture:
+        raise InterpError(f"mixture must be a non-empty dict task -> share or count, got {mixture!r}")
+    for name, value in mixture.items():
+        if not isinstance(name, str) or not name:
+            raise InterpError(f"mixture task names must be strings, got {name!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InterpError(f"mixture value {value!r} for task {name!r} is not a finite number: use e.g. 0.5 or 10")
+        if value < 0:
+            raise InterpError(f"mixture value {value!r} for task {name!r} is negative: shares and counts are >= 0")
+    values = [float(v) for v in mixture.values()]
+    if mixture_is_counts(mixture):
+        if not all(v.is_integer() for v in values):
+            if all(v <= 1 for v in values):
+                raise InterpError(f"mixture shares sum to {sum(values):.4g}, not 1: fix the shares or give "
+                                  "whole-number counts")
+            raise InterpError("mixture mixes shares and counts (or gives fractional counts): give shares in [0, 1] "
+                              "summing to 1, or whole-number counts")
+        if sum(values) < 1:
+            raise InterpError("mixture gives no examples at all: give at least one task a positive share or count")
     return mixture
 
 
 def mixture_counts(mixture: dict[str, float], n_examples: int | None, examples_per_task: int) -> dict[str, int]:
     """Exact example counts per task from shares (largest remainder) or from integer counts.
 
-    Values that are all integers > 1 (or that sum to more than 1) are read as counts; otherwise
-    they are shares that must sum to 1. Tasks with share 0 are scored but get no examples.
+    The rule (:func:`mixture_is_counts`): values in [0, 1] summing to 1 are shares; otherwise every
+    value must be a whole number, read as an exact count; a mix of the two is refused. Tasks with
+    share 0 are scored but get no examples.
     """
-    values = list(mixture.values())
-    if any(v < 0 for v in values):
-        raise InterpError("mixture shares must be non-negative")
-    as_counts = sum(values) > 1 + 1e-9 and all(float(v).is_integer() for v in values)
-    if as_counts:
+    check_mixture_values(mixture)
+    if mixture_is_counts(mixture):
         return {k: int(v) for k, v in mixture.items()}
-    if abs(sum(values) - 1.0) > 1e-6:
-        raise InterpError(f"mixture shares sum to {sum(values):.4g}, not 1: fix the shares or give integer counts")
     active = [k for k, v in mixture.items() if v > 0]
     total = n_examples if n_examples is not None else examples_per_task * len(active)
     raw = {k: mixture[k] * total for k in mixture}
@@ -103,6 +139,39 @@ def mixture_counts(mixture: dict[str, float], n_examples: int | None, examples_p
     for k in sorted(active, key=lambda k: -(raw[k] - counts[k]))[:remainder]:
         counts[k] += 1
     return counts
+
+
+def check_separator_text(separator: Any) -> str:
+    """A separator on its own: a non-empty string without a newline (examples are one per line)."""
+    if not isinstance(separator, str):
+        raise InterpError(f"separator must be a string, got {separator!r}")
+    if not separator:
+        raise InterpError("separator must be non-empty: e.g. --separator '->'")
+    if "\n" in separator or "\r" in separator:
+        raise InterpError(f"separator {separator!r} contains a line break, which separates examples: "
+                          "use e.g. --separator '->'")
+    return separator
+
+
+def check_separator(task_set: TaskSet, separator: str, tasks: list[str]) -> None:
+    """Refuse a separator that makes prompts ambiguous for this task set: one that occurs inside an
+    input or an answer, or has digits when inputs or answers have digits."""
+    check_separator_text(separator)
+    inputs = task_set.inputs()
+    texts = [task_set.format_input(x) for x in inputs]
+    for name in tasks:
+        task = task_set.task(name)
+        for x in inputs:
+            try:
+                texts.append(str(task.answer(x)))
+            except Exception:  # noqa: BLE001 - an answer that cannot be computed is not ours to judge here
+                continue
+    if any(separator in t for t in texts):
+        raise InterpError(f"separator {separator!r} occurs inside inputs or answers of task set {task_set.name!r}, "
+                          f"so prompts would be ambiguous: choose another (the set's own is {task_set.separator!r})")
+    if any(c.isdigit() for c in separator) and any(c.isdigit() for t in texts for c in t):
+        raise InterpError(f"separator {separator!r} has digits and task set {task_set.name!r} has digits in its "
+                          "inputs or answers: choose a separator without digits")
 
 
 def default_mixture(task_set: TaskSet, tasks: list[str] | None = None) -> dict[str, float]:
@@ -143,6 +212,19 @@ def build_prompts(
         allow_query_in_examples: allow the query input among the examples; default: the task
             set's ``query_may_repeat`` (otherwise the query never leaks into the examples).
     """
+    if isinstance(task_set, str):
+        task_set = get_task_set(task_set)
+    if not isinstance(task_set, TaskSet):
+        raise InterpError(f"task_set must be a TaskSet or a task-set name, got {type(task_set).__name__}")
+    n_prompts = check_int(n_prompts, "n_prompts", min=1)
+    if examples_per_task is not None:
+        check_int(examples_per_task, "examples_per_task", min=1)
+    if n_examples is not None:
+        check_int(n_examples, "n_examples", min=0)
+    if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+        raise InterpError(f"--seed must be a whole number, got {seed!r}")
+    if mixture is not None:
+        check_mixture_values(mixture)
     if with_replacement is None:
         with_replacement = task_set.inputs_may_repeat
     if allow_query_in_examples is None:
@@ -153,10 +235,14 @@ def build_prompts(
     counts = mixture_counts(mixture, n_examples, examples_per_task or task_set.examples_per_task)
     total = sum(counts.values())
     sep = task_set.separator if separator is None else separator
-    if not sep:
-        raise InterpError("separator must be non-empty")
+    if separator is not None:
+        check_separator(task_set, sep, list(counts))
     inputs = task_set.inputs()
     formatted = [task_set.format_input(x) for x in inputs]
+    # Refuse sizes that cannot fit before trying them: each example costs its text plus object overhead.
+    per_example = sum(len(f) for f in formatted[:200]) / max(1, min(len(formatted), 200)) + len(sep) + 400
+    refuse_if_too_big(n_prompts * (total + 1) * per_example, f"{n_prompts} prompts of {total} examples",
+                      "lower --n-prompts or --examples-per-task")
     if not with_replacement and total > len(inputs) - 1:
         raise InterpError(
             f"{total} examples requested but task set {task_set.name!r} has only {len(inputs)} distinct inputs "
@@ -233,9 +319,16 @@ def render_prompt(examples: list[Example], query: str, separator: str) -> tuple[
 
 
 def save_prompts(prompts: list[Prompt], path: str | Path) -> None:
-    Path(path).write_text("".join(p.to_json() + "\n" for p in prompts), encoding="utf-8")
+    """Write prompts as JSON lines, atomically (a reader never sees half a file)."""
+    atomic_write_text(path, "".join(p.to_json() + "\n" for p in prompts))
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [Prompt.from_dict(json.loads(line)) for line in lines if line.strip()]
+    """Prompts from a JSON-lines file; a damaged file is one InterpError line naming it."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return [Prompt.from_dict(json.loads(line)) for line in lines if line.strip()]
+    except OSError as exc:
+        raise InterpError(f"cannot read prompts file {path} ({exc.strerror or type(exc).__name__})") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InterpError(f"prompts file {path} is damaged ({type(exc).__name__}): rebuild it") from None

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import interp.tasks as task_registry
+from interp.dtypes import parse_dtype
 from interp.models import DEFAULT_MODEL, LoadedModel, load_model
 from interp.prompts import Prompt, build_prompts, parse_mixture
 from interp.tasks import TaskSet, get_task_set
+from interp.validate import Validated, check_device
 from interp_app.runs import RunDir
 
 C = TypeVar("C")
@@ -44,15 +46,21 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass
-class ModelOptions:
+class ModelOptions(Validated):
     title: ClassVar[str] = "model"
     model: str = field(default=DEFAULT_MODEL, metadata=_help("model spec: smollm2-135m, tiny-llama, tiny-qwen2, a local HF dir or a hub id"))
     device: str = field(default="cpu", metadata=_help("cpu, cuda, cuda:N or auto"))
     dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
 
+    def _validate(self) -> None:
+        if not self.model:
+            return  # commands that need a model say so themselves (e.g. mixture-curve's --model)
+        check_device(self.device)
+        parse_dtype(self.dtype)
+
 
 @dataclass
-class TaskSetOptions:
+class TaskSetOptions(Validated):
     title: ClassVar[str] = "prompts"
     task_set: str = field(default="country", metadata=_help("task set: ab, add-translate, country, word, retrieval, bias-add, or one from --tasks-file"))
     tasks_file: list[str] = field(default_factory=list, metadata=_help(
@@ -61,23 +69,38 @@ class TaskSetOptions:
 
 
 @dataclass
-class SampleOptions:
+class SampleOptions(Validated):
     title: ClassVar[str] = "prompts"
-    n_prompts: int = field(default=100, metadata=_help("number of prompts"))
+    n_prompts: int = field(default=100, metadata=_help("number of prompts", min=1))
     seed: int = field(default=0, metadata=_help("random seed (same seed, same prompts)"))
 
 
 @dataclass
-class MixtureOptions:
+class MixtureOptions(Validated):
     title: ClassVar[str] = "prompts"
-    examples_per_task: int | None = field(default=None, metadata=_help("in-context examples per task (default: the task set's, 20)"))
-    mixture: str = field(default="", metadata=_help("custom mix, e.g. capital=0.5,upper=0.5 (shares) or capital=10,upper=30 (counts); default uniform"))
+    examples_per_task: int | None = field(default=None, metadata=_help(
+        "in-context examples per task (default: the task set's, 20)", min=1))
+    mixture: str = field(default="", metadata=_help(
+        "custom mix: shares in [0, 1] summing to 1 (capital=0.5,upper=0.5) or whole-number counts "
+        "(capital=10,upper=30); mixing the two is refused; default uniform"))
+
+    def _validate(self) -> None:
+        if self.mixture:
+            from interp.prompts import check_mixture_values
+
+            check_mixture_values(parse_mixture(self.mixture))
 
 
 @dataclass
-class SeparatorOptions:
+class SeparatorOptions(Validated):
     title: ClassVar[str] = "prompts"
     separator: str | None = field(default=None, metadata=_help("override the task set's separator"))
+
+    def _validate(self) -> None:
+        if self.separator is not None:
+            from interp.prompts import check_separator_text
+
+            check_separator_text(self.separator)
 
 
 @dataclass
@@ -86,7 +109,7 @@ class PromptOptions(TaskSetOptions, SampleOptions, MixtureOptions, SeparatorOpti
 
 
 @dataclass
-class CacheOptions:
+class CacheOptions(Validated):
     title: ClassVar[str] = "activation cache"
     cache_dir: str = field(default="", metadata=_help("activation cache directory (default: $INTERP_CACHE_DIR, else "
                                                       "cached_activations/ at the repo root)"))
@@ -98,7 +121,7 @@ class CacheOptions:
 
 
 @dataclass
-class OutputOptions:
+class OutputOptions(Validated):
     title: ClassVar[str] = "output"
     out: str = field(default="", metadata=_help("run directory (default: runs/<analysis>-<model>-<task set>)"))
     overwrite: bool = field(default=False, metadata=_help("replace a run directory that holds a different run"))
