@@ -45,6 +45,7 @@ from interp.models import LoadedModel
 from interp.prompts import Prompt, build_prompts
 from interp.scoring import score_prompts
 from interp.tasks import get_task_set
+from interp.validate import Validated, check_choice, check_float, check_int
 
 # The authors' logged copy (retrieval) curve, tasks h = (2, 6), uniform one-task training, 100 examples
 # per prompt (run_summaries.json; see docs/../shared/reference/paper.md §4.4). d = 0 and 1 put ≥ 0.9999
@@ -66,7 +67,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class MixtureCurveOptions:
+class MixtureCurveOptions(Validated):
     """mixture-curve options"""
 
     task_a: str = field(default="", metadata=_help("task A (default: ret2 for retrieval as the authors; random pair per prompt for bias-add)"))
@@ -76,6 +77,14 @@ class MixtureCurveOptions:
     sampling: str = field(default="exact", metadata=_help("exact (round(d·n) examples of A) or binomial (each example A with prob. d, as the authors)"))
     end_of_answer: str = field(default="\n", metadata=_help("text scored after every answer (the paper: a newline)"))
     batch_size: int = field(default=8, metadata=_help("prompts per forward pass"))
+
+    def _validate(self) -> None:
+        for d in [*self.shares, *self.d]:
+            check_float(d, "shares", min=0, max=1)
+        check_int(self.n_boot, "n_boot", min=1)
+        check_int(self.n_examples, "n_examples", min=0)
+        check_int(self.batch_size, "batch_size", min=1)
+        check_choice(self.sampling, "sampling", ("exact", "binomial"))
 
 
 @dataclass

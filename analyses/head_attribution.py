@@ -61,6 +61,7 @@ from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
 from interp.scoring import score_prompts
+from interp.validate import Validated
 
 Head = tuple[int, int]
 METRICS = {"logit": "logit_attr", "diff": "diff_attr"}
@@ -68,15 +69,18 @@ ABLATION_MODES = ("mean", "zero")
 
 
 @dataclass
-class HeadsOptions:
+class HeadsOptions(Validated):
     """head-attribution options"""
 
-    top_n: int = field(default=5, metadata={"help": "heads per task in the top set (overlap and ablation)"})
-    rank_by: str = field(default="logit", metadata={"help": "rank heads by 'logit' (centred answer logit) or 'diff' (answer minus other tasks' answers)"})
+    top_n: int = field(default=5, metadata={"help": "heads per task in the top set (overlap and ablation)", "min": 1})
+    rank_by: str = field(default="logit", metadata={"help": "rank heads by 'logit' (centred answer logit) or 'diff' (answer minus other tasks' answers)", "choices": ("logit", "diff")})
     ablation: str = field(default="mean,zero", metadata={"help": "ablation modes to run: mean, zero, both comma-separated, or none"})
     random_control: bool = field(default=True, metadata={"help": "also ablate top-n random heads that are in no task's top set"})
-    attention_prompt: int = field(default=0, metadata={"help": "index of the prompt whose attention is rendered"})
-    attention_window: int = field(default=64, metadata={"help": "render attention over the last N tokens only (0: all)"})
+    attention_prompt: int = field(default=0, metadata={"help": "index of the prompt whose attention is rendered", "min": 0})
+    attention_window: int = field(default=64, metadata={"help": "render attention over the last N tokens only (0: all)", "min": 0})
+
+    def _validate(self) -> None:
+        parse_modes(self.ablation)
 
 
 # ----------------------------------------------------------------------------- names

@@ -49,16 +49,17 @@ from interp.progress import progress
 from interp.prompts import Example, Prompt, render_prompt
 from interp.scoring import tokenize_answers
 from interp.tasks import TaskSet, get_task_set
+from interp.validate import Validated
 
 SUPERPOSED = "superposed"
 
 
 @dataclass
-class LogitLensOptions:
+class LogitLensOptions(Validated):
     """logit-lens options"""
 
     controls: bool = field(default=True, metadata={"help": "also run single-task control prompts (same queries)"})
-    top_k: int = field(default=10, metadata={"help": "rank threshold for the 'first layer in the top k' table"})
+    top_k: int = field(default=10, metadata={"help": "rank threshold for the 'first layer in the top k' table", "min": 1})
 
 
 # ----------------------------------------------------------------------------- helpers

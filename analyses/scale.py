@@ -45,6 +45,7 @@ from interp.prompts import Prompt, build_prompts
 from interp.scoring import score_prompts
 from interp.tasks import get_task_set
 from interp.topk import BeamConfig, topk_counts
+from interp.validate import Validated, check_int
 
 
 def _help(text: str) -> dict[str, str]:
@@ -52,7 +53,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class ScaleOptions:
+class ScaleOptions(Validated):
     """scale options"""
 
     tasks: list[str] = field(default_factory=list, metadata=_help("candidate tasks (default: all of the set)"))
@@ -63,6 +64,14 @@ class ScaleOptions:
     num_beams: int = field(default=10, metadata=_help("beams for the top-K search"))
     max_new_tokens: int = field(default=6, metadata=_help("longest output (tokens) the top-K search enumerates"))
     batch_size: int = field(default=4, metadata=_help("prompts per forward pass"))
+
+    def _validate(self) -> None:
+        check_int(self.min_tasks, "min_tasks", min=1)
+        check_int(self.max_tasks, "max_tasks", min=0)
+        if self.max_tasks and self.max_tasks < self.min_tasks:
+            raise InterpError(f"--max-tasks {self.max_tasks} is below --min-tasks {self.min_tasks}: raise it or pass 0 (all)")
+        for name in ("n_examples", "num_beams", "max_new_tokens", "batch_size"):
+            check_int(getattr(self, name), name, min=1)
 
 
 @dataclass

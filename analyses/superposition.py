@@ -32,24 +32,25 @@ from interp.prompts import Prompt
 from interp.scoring import PromptState, score_prompts
 from interp.stats import SEED, bootstrap_diff, bootstrap_mean, format_ci, ols_with_ci
 from interp.topk import BeamConfig, enumerate_outputs, topk_counts
+from interp.validate import Validated
 
 PAPER_TASK_SETS = ("add-translate", "country", "ab", "word")
 
 
 @dataclass
-class SuperpositionOptions:
+class SuperpositionOptions(Validated):
     """superposition options"""
 
     topk: bool = field(default=True, metadata={"help": "compute the top-K count r by beam search"})
-    num_beams: int = field(default=10, metadata={"help": "beams for the top-K search"})
-    max_new_tokens: int = field(default=8, metadata={"help": "longest output (tokens) the top-K search enumerates"})
+    num_beams: int = field(default=10, metadata={"help": "beams for the top-K search", "min": 1})
+    max_new_tokens: int = field(default=8, metadata={"help": "longest output (tokens) the top-K search enumerates", "min": 1})
     end_of_answer: str = field(default="", metadata={"help": "text scored after every answer (e.g. a newline)"})
-    batch_size: int = field(default=1, metadata={"help": "prompts per forward pass (1 is fastest on CPU)"})
+    batch_size: int = field(default=1, metadata={"help": "prompts per forward pass (1 is fastest on CPU)", "min": 1})
     baselines: bool = field(default=True, metadata={"help": "also score share-0, zero-shot and single-task baselines on the same queries"})
     include_mismatches: bool = field(default=False, metadata={"help": "keep prompts with a tokenization-boundary mismatch in the summaries (default: excluded and counted)"})
-    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples of prompts for the intervals"})
-    ci_level: float = field(default=0.95, metadata={"help": "level of every interval"})
-    recency_last_n: int = field(default=5, metadata={"help": "how many final examples the recency predictor counts"})
+    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples of prompts for the intervals", "min": 1})
+    ci_level: float = field(default=0.95, metadata={"help": "level of every interval", "gt": 0, "lt": 1})
+    recency_last_n: int = field(default=5, metadata={"help": "how many final examples the recency predictor counts", "min": 1})
 
 
 @dataclass

@@ -60,6 +60,7 @@ from interp.progress import progress
 from interp.prompts import Prompt, build_prompts
 from interp.scoring import score_prompts, tokenize_answers
 from interp.tasks import Task, TaskSet, get_task_set
+from interp.validate import Validated, check_float
 
 FIT_METHODS = ("ls", "nnls", "simplex")
 
@@ -68,7 +69,7 @@ FIT_METHODS = ("ls", "nnls", "simplex")
 
 
 @dataclass
-class TaskVectorOptions:
+class TaskVectorOptions(Validated):
     """task-vector options
 
     ``n_examples`` is the number of in-context examples of *every* prompt (pure and mixed alike,
@@ -78,19 +79,34 @@ class TaskVectorOptions:
 
     tasks: str = field(default="", metadata={"help": "tasks, comma-separated (default: the set's default tasks)"})
     n_examples: int | None = field(default=None, metadata={"help": "in-context examples per prompt, pure and mixed "
-                                                                   "alike (default: the task set's, 20)"})
-    n_queries: int = field(default=50, metadata={"help": "zero-shot queries for the layer sweep and interpolation"})
+                                                                   "alike (default: the task set's, 20)", "min": 1})
+    n_queries: int = field(default=50, metadata={"help": "zero-shot queries for the layer sweep and interpolation", "min": 1})
     modes: str = field(default="replace,add,add:4",
                        metadata={"help": "patch modes for the sweep: replace, add, add:ALPHA (residual + ALPHA·v)"})
     layers: str = field(default="", metadata={"help": "layers to sweep, e.g. 0-29 or 3,5,7 (default: all)"})
     skews: str = field(default="0.75", metadata={"help": "skewed shares for the first pair, e.g. 0.75,0.9"})
     controls: bool = field(default=True, metadata={"help": "random-answer and other-task controls"})
     pair: str = field(default="", metadata={"help": "tasks A,B for the interpolation (default: the first two)"})
-    interp_layer: int = field(default=-1, metadata={"help": "layer for the interpolation (-1: best replace layer)"})
-    n_lambdas: int = field(default=30, metadata={"help": "λ grid points for the task-vector interpolation"})
-    n_icl_lambdas: int = field(default=5, metadata={"help": "λ grid points for the real ICL mixes"})
+    interp_layer: int = field(default=-1, metadata={"help": "layer for the interpolation (-1: best replace layer)", "min": -1})
+    n_lambdas: int = field(default=30, metadata={"help": "λ grid points for the task-vector interpolation", "min": 2})
+    n_icl_lambdas: int = field(default=5, metadata={"help": "λ grid points for the real ICL mixes", "min": 2})
     end_of_answer: str = field(default="", metadata={"help": "text scored after every answer (e.g. a newline)"})
-    max_rows: int = field(default=96, metadata={"help": "patched rows per batched forward"})
+    max_rows: int = field(default=96, metadata={"help": "patched rows per batched forward", "min": 1})
+
+    def _validate(self) -> None:
+        parse_modes(self.modes)
+        for part in (s.strip() for s in self.skews.split(",") if s.strip()):
+            try:
+                value = float(part)
+            except ValueError:
+                raise InterpError(f"bad --skews value {part!r}: write shares in (0, 1), e.g. 0.75,0.9") from None
+            check_float(value, "skews", gt=0, lt=1)
+        tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        if self.tasks and len(set(tasks)) < 2:
+            raise InterpError("task vectors need at least two distinct tasks: pass --tasks A,B[,C]")
+        pair = [t.strip() for t in self.pair.split(",") if t.strip()]
+        if self.pair and (len(pair) != 2 or pair[0] == pair[1]):
+            raise InterpError(f"--pair needs two different tasks, e.g. A,B; got {self.pair!r}")
 
 
 def parse_modes(text: str) -> list[tuple[str, float]]:

@@ -66,6 +66,52 @@ SHORT_HOOKS = {
 _QUERY_AXIS_2 = ("hook_pattern", "hook_attn_scores")
 
 
+def check_activation_request(model: LoadedModel, prompts: Any, hooks: Any, layers: Any, positions: Any,
+                             batch_size: Any, cache_dir: Any, dtype: Any = torch.float32, use_cache: bool = True
+                             ) -> None:
+    """Refuse a hooked run that cannot be done or cannot fit, before it starts (one line each).
+
+    The size estimate: prompts x kept positions x the width of every kept hook x the stored dtype,
+    against half the memory (the result is held in memory) and the free disk of the cache.
+    """
+    from interp.validate import check_int, free_disk_bytes, refuse_if_too_big
+
+    if isinstance(hooks, str) or not isinstance(hooks, Sequence) or not all(isinstance(h, str) for h in hooks):
+        raise InterpError(f"hooks must be a list of hook names (e.g. ['resid_post']), got {hooks!r}")
+    if not [h for h in hooks if h.strip()]:
+        raise InterpError("no hooks given: pass e.g. --hooks resid_post,attn.hook_z")
+    if positions not in POSITION_ROLES:
+        raise InterpError(f"unknown position role {positions!r}: use one of {', '.join(POSITION_ROLES)}")
+    check_int(batch_size, "batch_size", min=1)
+    if layers is not None and (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence)):
+        raise InterpError(f"layers must be a list of layer indices, got {layers!r}")
+    for layer in layers or []:
+        check_int(layer, "layers")
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise InterpError(f"prompts must be a list of Prompt, got {type(prompts).__name__}")
+    if not prompts:
+        raise InterpError("no prompts: give at least one prompt")
+    if not all(isinstance(p, Prompt) for p in prompts):
+        raise InterpError("prompts must be Prompt objects (from build_prompts)")
+    names = expand_hook_names(model, hooks, layers)
+    longest = max(len(p.text) for p in prompts) + 2  # characters bound tokens from above
+    per_position = {"query": 1, "last": 1, "separators": max(len(p.separator_offsets) for p in prompts),
+                    "all": longest}[positions]
+    width = sum(model.n_heads * longest if ("pattern" in n or "attn_scores" in n) else
+                4 * model.d_model if "mlp.hook_post" in n else model.d_model for n in names)
+    from interp.dtypes import parse_dtype
+
+    estimate = len(prompts) * per_position * width * torch.finfo(parse_dtype(dtype)).bits / 8
+    fix = "fewer --n-prompts, --hooks or --layers, or --positions query"
+    refuse_if_too_big(estimate, f"activations of {len(prompts)} prompts", fix)
+    if use_cache:
+        from interp.cache.store import resolve_cache_dir
+
+        root = resolve_cache_dir(cache_dir)
+        refuse_if_too_big(estimate, f"the cache entry for {len(prompts)} prompts", f"{fix}, or another --cache-dir",
+                          limit=free_disk_bytes(root))
+
+
 def expand_hook_names(model: LoadedModel, hooks: Sequence[str], layers: Sequence[int] | None = None) -> list[str]:
     """Full hook names for short or full ``hooks`` over ``layers`` (default: all layers)."""
     n_layers = model.n_layers
@@ -322,6 +368,7 @@ def get_activations(
     ``recipe`` (JSON-able, e.g. the CLI config) is stored in meta.json. ``use_cache=False``
     computes in memory only. The result's ``.status`` is ``"reused"`` or ``"computed"``.
     """
+    check_activation_request(model, prompts, hooks, layers, positions, batch_size, cache_dir, dtype, use_cache)
     if not use_cache:
         return collect_activations(model, prompts, hooks, layers, positions, dtype, show_progress)
     from interp.cache.store import dtype_name, get_or_build, key_inputs, resolve_cache_dir

@@ -275,8 +275,11 @@ def resolve_model_dir(spec: str) -> Path:
 
 def weights_fingerprint(model_dir: Path) -> str:
     """sha256 over the model's weight files (names and bytes), cached by size and mtime."""
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    files = sorted(model_dir.glob("*.safetensors"))
     if not files:
+        if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+            raise InterpError(f"{model_dir} holds only pickle weights (*.bin): the toolkit loads safetensors only; "
+                              "convert with save_pretrained(..., safe_serialization=True)")
         raise InterpError(f"{model_dir} holds no weight files (*.safetensors)")
     stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     memo_path = interp_home() / "fingerprints.json"
@@ -327,8 +330,45 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
         ``model.hf_model`` the plain HF model sharing its weights, ``model.adapter`` what the
         toolkit knows about its architecture. The caller's grad mode is left as it was.
     """
-    with torch.inference_mode(False), _restore_grad_mode():
-        return _load(spec, device, dtype)
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec):
+        raise InterpError(f"model spec must be a name, a directory or a hub id, got {spec!r}")
+    spec = str(spec)
+    if device is not None:
+        from interp.validate import check_device
+
+        device = check_device(device)
+    parse_dtype(dtype)
+    try:
+        with torch.inference_mode(False), _restore_grad_mode():
+            return _load(spec, device, dtype)
+    except InterpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers/safetensors/tokenizers raise many types
+        raise InterpError(load_failure_line(spec, exc)) from None
+
+
+def load_failure_line(spec: str, exc: BaseException) -> str:
+    """One line saying why ``spec`` failed to load (bad config.json, damaged weights, no tokenizer, ...)."""
+    import errno
+
+    from interp.io import os_error_line
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
+        return os_error_line(exc, "free space or set INTERP_HOME to a writable directory")
+    text = " ".join(str(exc).split())
+    low = text.lower()
+    kind = type(exc).__name__
+    if "safetensor" in kind.lower() or "header" in low or "deserializ" in low:
+        why = "its weights file is truncated or not a valid safetensors file"
+    elif "size mismatch" in low or "mismatched_sizes" in low or "shape" in low:
+        why = "its weights do not match the shapes in config.json (e.g. a wrong hidden_size)"
+    elif "tokenizer" in low or "vocab" in low:
+        why = "it has no usable tokenizer (tokenizer.json / tokenizer_config.json)"
+    elif "config" in low or "model_type" in low or "json" in low:
+        why = "its config.json is not a valid model configuration"
+    else:
+        why = f"{kind}: {text[:160]}"
+    return f"cannot load model {spec!r}: {why}; fix or re-download the directory (rerun with --debug for details)"
 
 
 @contextmanager

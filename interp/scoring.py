@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -233,6 +234,49 @@ def continuation_logprobs(
     return result
 
 
+def unencodable(model: LoadedModel, text: str) -> str | None:
+    """The characters of ``text`` the model's tokenizer can only encode as its unknown token (None if all encode)."""
+    tok = model.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is None or not text or (tok.unk_token and tok.unk_token in text):
+        return None
+    if unk not in model.encode_continuation(text):
+        return None
+    bad = sorted({c for c in set(text) if unk in model.encode_continuation(c)})
+    return "".join(bad) or text
+
+
+def check_scoring_inputs(model: LoadedModel, prompts: Any, batch_size: Any, end_of_answer: Any) -> None:
+    """Refuse what scoring cannot measure, in one line: no prompts, wrong types, empty answers, characters
+    the tokenizer cannot encode (they would be scored as ``<unk>``, a number that means nothing)."""
+    from interp.validate import check_int
+
+    check_int(batch_size, "batch_size", min=1)
+    if end_of_answer is not None and not isinstance(end_of_answer, str):
+        raise InterpError(f"end_of_answer must be a string, got {end_of_answer!r}")
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise InterpError(f"prompts must be a list of Prompt (from build_prompts), got {type(prompts).__name__}")
+    if not prompts:
+        raise InterpError("no prompts to score: build at least one with build_prompts")
+    seen_text: set[str] = set()
+    for p in prompts:
+        if not isinstance(p, Prompt):
+            raise InterpError(f"prompts must be Prompt objects (from build_prompts), got {type(p).__name__}")
+        if not p.answers:
+            raise InterpError(f"prompt {p.prompt_id} has no answers to score")
+        for task, answer in p.answers.items():
+            if not isinstance(answer, str) or not answer:
+                raise InterpError(f"prompt {p.prompt_id}: the answer of task {task!r} is empty: every answer needs text")
+        for text in (p.text, *p.answers.values(), end_of_answer or ""):
+            if text in seen_text:
+                continue
+            seen_text.add(text)
+            bad = unencodable(model, text)
+            if bad is not None:
+                raise InterpError(f"prompt {p.prompt_id}: {model.name}'s tokenizer cannot encode {bad!r} (it would be "
+                                  "scored as <unk>): use characters in its vocabulary")
+
+
 def score_prompts(
     model: LoadedModel,
     prompts: Sequence[Prompt],
@@ -261,6 +305,7 @@ def score_prompts(
         One row per (prompt, task): ``prompt_id, task, answer, share, prob, logprob,
         n_tokens, boundary_mismatch, boundary_moved``.
     """
+    check_scoring_inputs(model, prompts, batch_size, end_of_answer)
     rows = []
     batches = [prompts[i: i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in progress(batches, desc="scoring", unit="batch", disable=not show_progress):

@@ -45,8 +45,10 @@ from torch import Tensor
 
 from interp.char_tokenizer import build_char_tokenizer
 from interp.errors import InterpError
+from interp.io import atomic_write_text
 from interp.progress import progress
 from interp.tasks import TaskSet, TrainingSpec, get_task_set, known_task_sets
+from interp.validate import Validated, check_choice, check_device, check_float, check_int
 
 _log = logging.getLogger(__name__)
 
@@ -88,9 +90,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Ranges of the numeric fields, checked when a config is made: (min, max, exclusive?) per bound.
+_INT_MIN = {"n_layers": 1, "d_model": 1, "n_heads": 1, "d_mlp": 0, "n_examples": 1, "batch_size": 1, "max_steps": 1,
+            "warmup_steps": 0, "seed": 0, "threads": 0, "checkpoint_every": 1, "log_every": 1, "stop_at_step": 0}
+_FLOAT_RULES: dict[str, dict[str, float]] = {
+    "lr": {"gt": 0}, "rope_theta": {"gt": 0}, "init_std": {"gt": 0}, "eps": {"gt": 0},
+    "decay_frac": {"min": 0, "max": 1}, "min_lr_frac": {"min": 0, "max": 1}, "weight_decay": {"min": 0},
+    "beta1": {"min": 0, "lt": 1}, "beta2": {"min": 0, "lt": 1}, "grad_clip": {"min": 0},
+    "task_skew": {"min": 0, "lt": 1}, "max_minutes": {"min": 0},
+}
+
+
 @dataclass
-class TrainConfig:
-    """Everything that determines a from-scratch training run (saved as ``training_config.json``)."""
+class TrainConfig(Validated):
+    """Everything that determines a from-scratch training run (saved as ``training_config.json``).
+
+    Every field is checked when the config is made (types, ranges: ``lr > 0``, ``0 <= beta < 1``,
+    ``checkpoint_every >= 1``, ...), so a bad value is one error line before anything is built.
+    """
 
     preset: str = field(default="", metadata=_help(
         "start from a preset (cpu-retrieval, cpu-bias-add, paper-retrieval, paper-bias-add); "
@@ -140,6 +157,16 @@ class TrainConfig:
     stop_at_step: int = field(default=0, metadata=_help(
         "stop (with a checkpoint) after this step, e.g. to split a run; rerun without it to continue (0 = off)"))
 
+    def _validate(self) -> None:
+        for name, lo in _INT_MIN.items():
+            check_int(getattr(self, name), name, min=lo)
+        for name, rule in _FLOAT_RULES.items():
+            check_float(getattr(self, name), name, **rule)
+        check_choice(self.schedule, "schedule", ("wsd", "cosine", "constant"))
+        if self.preset:
+            check_choice(self.preset, "preset", PRESETS)
+        check_device(self.device)
+
     def resolved(self, explicit: set[str] | None = None) -> TrainConfig:
         """Apply the preset: its values replace the defaults, explicit values win over both."""
         if not self.preset:
@@ -157,8 +184,21 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from a saved JSON dict; keys this version does not know are ignored, missing ones default."""
+        if not isinstance(values, dict):
+            raise InterpError(f"a training config must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainConfig:
+        """The config saved at ``path``; a missing, empty or damaged file is one InterpError line."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise InterpError(f"cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+        except (ValueError, TypeError) as exc:
+            raise InterpError(f"{path} is damaged ({type(exc).__name__}): remove the run directory or pass "
+                              "another --out") from None
 
     @property
     def mlp_width(self) -> int:
@@ -416,7 +456,7 @@ def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimize
     meta = dict(state, optimizer=opt_meta,
                 numpy_rng=[np_state[0], np_state[1].tolist(), *np_state[2:]],
                 python_rng=[py_state[0], list(py_state[1]), py_state[2]])
-    (tmp / "state.json").write_text(json.dumps(meta))
+    atomic_write_text(tmp / "state.json", json.dumps(meta))
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
@@ -425,9 +465,31 @@ def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimize
     shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_dir(out: Path) -> Path | None:
+    """The run's complete checkpoint: ``checkpoint/``, or ``checkpoint.old/`` when a kill hit between the
+    two renames of :func:`save_checkpoint`; None when there is none."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (out / name / "state.json").is_file():
+            return out / name
+    return None
+
+
 def load_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimizer, batcher: Batcher,
                     device: str) -> dict[str, Any]:
-    """Restore model, optimizer, data stream and RNG states; return the saved training state."""
+    """Restore model, optimizer, data stream and RNG states; return the saved training state.
+
+    A damaged checkpoint is one InterpError line (remove it, or pass ``--no-resume``)."""
+    try:
+        return _load_checkpoint(directory, model, optimizer, batcher, device)
+    except InterpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - json, safetensors and torch report damage in many types
+        raise InterpError(f"checkpoint {directory} is damaged ({type(exc).__name__}): remove it to restart, or "
+                          "pass --no-resume") from None
+
+
+def _load_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimizer, batcher: Batcher,
+                     device: str) -> dict[str, Any]:
     meta = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
     _optimizer_from_safetensors(optimizer, load_file(str(directory / "optimizer.safetensors"), device=device),
@@ -475,8 +537,14 @@ def save_hf_model(model: Any, directory: Path, info: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory), safe_serialization=True)
     build_char_tokenizer().save_pretrained(str(directory))
-    (directory / "training_config.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(directory / "training_config.json", json.dumps(info, indent=2) + "\n")
     return directory
+
+
+def _write_log(out: Path, history: list[dict[str, float]]) -> None:
+    """``log.csv``: one row per logged step, rewritten whole (atomically), so a resumed run never repeats a row."""
+    atomic_write_text(out / "log.csv", "".join(f"{h['step']},{h['loss']:.5f},{h['lr']:.3e},{h['elapsed_s']}\n"
+                                               for h in history))
 
 
 def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
@@ -488,6 +556,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     config = config.resolved()
     config.validate()
     out = config.out_dir()
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"output path {out} is a file: pass a directory to --out")
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -497,12 +567,21 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
 
     config_path = out / "train_config.json"
     ckpt_dir = out / "checkpoint"
+    has_state = checkpoint_dir(out) is not None or (out / "model").exists()
     if config_path.exists():
         # Fields missing from an older run's file take their defaults.
-        previous = _comparable(TrainConfig.from_dict(json.loads(config_path.read_text())))
-        if previous != _comparable(config) and (ckpt_dir.exists() or (out / "model").exists()):
+        try:
+            previous = _comparable(TrainConfig.from_file(config_path))
+        except InterpError:
+            if has_state:
+                raise
+            previous = _comparable(config)  # a damaged config with nothing trained beside it: start afresh
+        if previous != _comparable(config) and has_state:
             raise InterpError(f"{out} holds a run with a different training config: pass another --out")
-    config_path.write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
+    elif checkpoint_dir(out) is not None:
+        raise InterpError(f"{out} holds a checkpoint but no train_config.json: pass another --out, or remove "
+                          f"{ckpt_dir} to start afresh")
+    atomic_write_text(config_path, json.dumps(asdict(config), indent=2, sort_keys=True))
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -518,9 +597,10 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     batcher = Batcher(config, seed=config.seed + 1)
 
     state: dict[str, Any] = {"step": 0, "history": [], "elapsed": 0.0}
-    if config.resume and (ckpt_dir / "state.json").exists():
-        state = load_checkpoint(ckpt_dir, model, optimizer, batcher, device)
-        _log.info(f"resumed from {ckpt_dir} at step {state['step']}")
+    found = checkpoint_dir(out)
+    if config.resume and found is not None:
+        state = load_checkpoint(found, model, optimizer, batcher, device)
+        _log.info(f"resumed from {found} at step {state['step']}")
 
     model.train()
     start_time = time.time() - state["elapsed"]
@@ -552,8 +632,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
             history.append({"step": done, "loss": mean, "lr": lr, "elapsed_s": round(time.time() - start_time, 2),
                             "cpu_s": round(cpu_before + time.process_time() - cpu_start, 2)})
             running = []
-            with open(out / "log.csv", "a") as fh:  # plain-text log, readable while training runs
-                fh.write(f"{done},{mean:.5f},{lr:.3e},{history[-1]['elapsed_s']}\n")
+            _write_log(out, history)  # plain-text log, readable while training runs
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
         out_of_time = bool(config.max_minutes and (time.time() - session_start) > 60 * config.max_minutes)
@@ -592,7 +671,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         "history": history,
     }
     model_dir = save_hf_model(model, out / "model", info)
-    (out / "history.json").write_text(json.dumps(history))
+    atomic_write_text(out / "history.json", json.dumps(history))
     return TrainResult(config, model_dir, out, step, final_loss, wall, n_params, history, finished)
 
 
@@ -624,8 +703,11 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path | None = None) -> Pa
     state_path = run_dir / "checkpoint" / "state.json"
     if not state_path.exists():
         raise InterpError(f"{run_dir} has no checkpoint yet: wait for the first --checkpoint-every steps")
-    config = TrainConfig.from_dict(json.loads((run_dir / "train_config.json").read_text()))
-    state = json.loads(state_path.read_text())
+    config = TrainConfig.from_file(run_dir / "train_config.json")
+    try:
+        state = json.loads(state_path.read_text())
+    except ValueError:
+        raise InterpError(f"{state_path} is damaged: wait for the next checkpoint") from None
     model = build_model(config)
     model.load_state_dict(load_file(str(run_dir / "checkpoint" / "model.safetensors")))
     model.eval()

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
+from typing import NoReturn
 
 from interp.errors import InterpError
+from interp.io import os_error_line
 from interp_app.command import Command
 from interp_app.commands import (
     cache,
@@ -26,6 +30,7 @@ from interp_app.commands import (
     train,
 )
 from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
+from interp_app.runs import finish_open_runs
 
 COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, cache, models, report)
 
@@ -42,12 +47,27 @@ def _collect_commands() -> list[Command]:
     return [cmd for module in COMMAND_MODULES for cmd in module.COMMANDS]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error: …`` line (exit 2) that points at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message.splitlines()[0]} (see `{self.prog} --help`)\n")
+
+
+def debug_enabled(argv: list[str] | None = None) -> bool:
+    """``--debug`` anywhere on the command line, or ``INTERP_DEBUG=1``: show tracebacks."""
+    args = sys.argv[1:] if argv is None else argv
+    return "--debug" in args or os.environ.get("INTERP_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="interp",
         description="Task superposition toolkit: superposed ICL prompts, exact answer scoring, "
         "activation cache, logit lens, head attribution, task vectors, reports.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of a failure (also: INTERP_DEBUG=1)")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     commands = sorted(_collect_commands(), key=lambda c: c.path)
@@ -65,23 +85,64 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
             sub = groups[group].add_parser(leaf, help=cmd.help, description=cmd.help)
         cmd.add_arguments(sub)
+        if not any("--debug" in a.option_strings for a in sub._actions):
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of a failure (also: INTERP_DEBUG=1)")
         sub.set_defaults(_run=cmd.run)
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int | None:
+    """Run the command; run directories it opened end ``complete``, or ``failed`` with the reason."""
+    try:
+        code = args._run(args)
+    except BaseException as exc:
+        finish_open_runs("failed", _one_line(f"{type(exc).__name__}: {exc}"))
+        raise
+    finish_open_runs("complete")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every failure is one ``error: …`` line on stderr (exit 2 for bad input and
+    environment problems, 1 for an internal error), unless ``--debug`` / ``INTERP_DEBUG=1`` asks for
+    the traceback."""
+    debug = debug_enabled(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_stderr(logging.INFO)  # the library's status lines (cache reused / computed, ...)
     plain_output_when_not_a_terminal()
     try:
-        code = args._run(args)
+        code = _run(args, debug)
     except InterpError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: completed outputs were kept", file=sys.stderr)
+        print("error: interrupted: completed outputs were kept; rerun the same command to continue", file=sys.stderr)
         return 130
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print("error: out of memory: lower --n-prompts, --batch-size or --examples-per-task", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(os_error_line(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
+        if debug:
+            traceback.print_exc()
+        first = _one_line(str(exc)) or "no message"
+        print(f"error: internal error ({type(exc).__name__}: {first}); rerun with --debug for the traceback "
+              "and report it", file=sys.stderr)
+        return 1
     return int(code or 0)
 
 

@@ -53,8 +53,6 @@ class ModelOptions(Validated):
     dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
 
     def _validate(self) -> None:
-        if not self.model:
-            return  # commands that need a model say so themselves (e.g. mixture-curve's --model)
         check_device(self.device)
         parse_dtype(self.dtype)
 

@@ -49,6 +49,7 @@ from interp.errors import InterpError
 from interp.models import load_model
 from interp.progress import progress
 from interp.tasks import get_task_set
+from interp.validate import check_options
 from interp.versions import versions
 from interp_app.figures.from_scratch import plot_curves
 from interp_app.figures.heads import plot_head_attribution, plot_overlap_and_ablation
@@ -80,7 +81,7 @@ class ReportPromptOptions:
     tasks_file: list[str] = field(default_factory=list, metadata={
         "help": "a .py file registering task sets, or a declarative .json/.toml task-set file (repeatable)",
         "repeat": True, "metavar": "PATH"})
-    n_prompts: int = field(default=8, metadata={"help": "prompts per task set (small keeps the report fast)"})
+    n_prompts: int = field(default=8, metadata={"help": "prompts per task set (small keeps the report fast)", "min": 1})
     seed: int = field(default=0, metadata={"help": "random seed (same seed, same prompts)"})
 
 
@@ -202,6 +203,21 @@ def _parse_options(cls: type | None, section: str, pairs: dict[str, str]) -> Any
     return cls(**kwargs)
 
 
+# Smallest allowed value of the sections' integer options (all others: at least 1).
+_SECTION_MINIMA = {"examples_per_task": 0, "show_prompts": 0, "window": 0, "n_lambdas": 2, "n_icl_lambdas": 2}
+
+
+def check_section_options(section: str, opts: Any) -> None:
+    """Types and ranges of one section's options (``--set``), checked before anything runs."""
+    if opts is None:
+        return
+    check_options(opts)
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < _SECTION_MINIMA.get(f.name, 1):
+            raise InterpError(f"option {section}.{f.name} must be at least {_SECTION_MINIMA.get(f.name, 1)}, got {value}")
+
+
 def split_options(options: list[str]) -> dict[str, dict[str, str]]:
     """``["superposition.num_beams=5"]`` -> ``{"superposition": {"num_beams": "5"}}``."""
     out: dict[str, dict[str, str]] = {}
@@ -255,6 +271,13 @@ def build_report(config: ReportConfig, show_progress: bool = True, log: Callable
     for section in options:
         if section not in SECTIONS:
             raise InterpError(f"--set names unknown section {section}: known sections are {', '.join(SECTIONS)}")
+    # Every input is checked before anything is loaded or written: section options, task sets.
+    for section, pairs in options.items():
+        check_section_options(section, _parse_options(SECTIONS[section].options, section, pairs))
+    if not config.task_set_list():
+        raise InterpError("--task-sets names no task set: e.g. --task-sets country,ab")
+    for name in config.task_set_list():
+        get_task_set(name)
     previous_tables = _tables_of_previous_report(out)
     run = RunDir(out, {"analysis": "report", "config": dataclasses.asdict(config)}, overwrite=config.overwrite)
     ctx = ReportContext(config, out)

@@ -1,8 +1,11 @@
 """Run directories: where a headless run writes its config, tables and figures.
 
 A run directory holds ``config.json`` (everything needed to rerun: the config, package
-versions, the model fingerprint, the seed). Writing into a directory that holds a *different*
-run is refused unless ``overwrite=True``; re-running the same config into it is allowed.
+versions, the model fingerprint, the seed) and ``status.json`` (``running`` while the command
+works, then ``complete`` or ``failed`` with the one-line reason; ``running`` left behind means it
+was killed). Writing into a directory that holds a *different* run is refused unless
+``overwrite=True``; re-running the same config into it is allowed — that is how a failed or
+killed run is continued, without ``--overwrite``.
 Files are written atomically (:mod:`interp.io`: temporary name + rename, normal permissions),
 so an interrupted run never leaves a half-written table behind. Every table is written twice:
 ``name.csv`` (for people and spreadsheets) and ``name.parquet`` beside it (typed, for code).
@@ -24,6 +27,19 @@ from interp.versions import versions
 
 # Keys of config.json that may differ between two invocations of the same run.
 _VOLATILE_KEYS = ("created", "versions", "platform", "overwrite", "out", "outputs")
+STATUS_FILE = "status.json"
+# Run directories opened by this process and not yet finished (the CLI marks them complete or failed).
+_OPEN: list[RunDir] = []
+
+
+def finish_open_runs(state: str, reason: str = "") -> None:
+    """Mark every run directory this process opened ``complete`` or ``failed`` (the CLI calls this)."""
+    while _OPEN:
+        run = _OPEN.pop()
+        try:
+            run.set_status(state, reason)
+        except OSError:
+            pass  # e.g. the disk is full: the status stays "running", which reads as unfinished
 
 __all__ = ["RunDir", "atomic_write_text", "versions", "write_table"]
 
@@ -70,8 +86,12 @@ class RunDir:
         if existing.exists() and not overwrite:
             try:
                 old = json.loads(existing.read_text())
-            except ValueError:
-                old = {}
+            except (OSError, ValueError):
+                old = None
+            if old is None and self.status() in ("running", "failed"):
+                old = config  # an unfinished run whose config was lost: this command restarts it
+            if old is None:
+                raise InterpError(f"{self.path} holds a damaged config.json: choose another --out or pass --overwrite")
             if _comparable(old) != _comparable(config):
                 raise InterpError(
                     f"{self.path} already holds a different run: choose another --out or pass --overwrite"
@@ -83,6 +103,22 @@ class RunDir:
         self.config = {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "versions": versions(), "platform": platform.platform()}
         atomic_write_text(existing, json.dumps(self.config, indent=2, sort_keys=True, default=str) + "\n")
+        self.set_status("running")
+        _OPEN.append(self)
+
+    def status(self) -> str | None:
+        """``running`` / ``complete`` / ``failed``, or None when the directory has no status."""
+        try:
+            value = json.loads((self.path / STATUS_FILE).read_text()).get("state")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def set_status(self, state: str, reason: str = "") -> None:
+        payload = {"state": state, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if reason:
+            payload["reason"] = reason
+        atomic_write_text(self.path / STATUS_FILE, json.dumps(payload, sort_keys=True) + "\n")
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -101,7 +101,7 @@ def bad_json(tmp: Path) -> None:
 
 
 def empty_train_config(tmp: Path) -> None:
-    (tmp / "train").mkdir()
+    (tmp / "train" / "model").mkdir(parents=True)  # something trained is there: it must not be overwritten
     (tmp / "train" / "train_config.json").write_text("")
 
 
@@ -290,7 +290,7 @@ CLI_CASES: list[Case] = [
         ("hooks empty", ["--hooks", ""]),
         ("hooks unknown", ["--hooks", "nosuch_hook"]),
         ("layers out of range", ["--layers", "99"]),
-        ("layers negative", ["--layers", "-1"]),
+        ("layers negative out of range", ["--layers=-99"]),
         ("positions unknown", ["--positions", "middle"]),
         ("act-dtype unknown", ["--act-dtype", "int8"]),
         ("batch-size 0", ["--batch-size", "0"]),

@@ -88,11 +88,13 @@ def _checkout_root() -> Path | None:
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """``cache_dir`` > ``$INTERP_CACHE_DIR`` > ``<repo root>/cached_activations`` > ``$INTERP_HOME/activations``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
+    chosen = cache_dir or os.environ.get(ENV_CACHE_DIR)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if path.exists() and not path.is_dir():
+            raise InterpError(f"cache directory {path} is a file: pass a directory to --cache-dir "
+                              f"(or set {ENV_CACHE_DIR} to one)")
+        return path
     root = _checkout_root()
     if root is not None:
         return root / "cached_activations"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.from_scratch import evaluate_trained
-from interp.io import atomic_write_text
+from interp.errors import InterpError
+from interp.io import atomic_write, atomic_write_text
 from interp.models import load_model
 from interp.training import TrainConfig, train
 from interp_app.command import Command
@@ -22,10 +23,12 @@ SHIP_FILES = ("model.safetensors", "config.json", "generation_config.json", "tok
 
 def ship_model(model_dir: Path, dest: Path) -> Path:
     """Copy a trained model dir's files (weights, config, tokenizer, training info, evaluation) to ``dest``."""
+    if dest.exists() and not dest.is_dir():
+        raise InterpError(f"--ship {dest} is a file: pass a directory")
     dest.mkdir(parents=True, exist_ok=True)
     for name in SHIP_FILES:
         if (model_dir / name).exists():
-            shutil.copy2(model_dir / name, dest / name)
+            atomic_write(dest / name, lambda tmp, src=model_dir / name: shutil.copyfile(src, tmp))
     return dest
 
 
@@ -51,6 +54,11 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The training config: the preset's values, overridden by every flag typed (even one equal to a default)."""
     load_tasks_files(args.tasks_file)
+    if args.eval_prompts < 0:
+        raise InterpError(f"--eval-prompts must be at least 0 (0 skips the evaluation), got {args.eval_prompts}")
+    ship = Path(args.ship) if args.ship else None
+    if ship is not None and ship.exists() and not ship.is_dir():
+        raise InterpError(f"--ship {ship} is a file: pass a directory")
     return from_args(TrainConfig, args).resolved(typed_fields(TrainConfig, args))
 
 
