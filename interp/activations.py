@@ -385,7 +385,9 @@ def get_activations(
     described = _describe(model, prompts, names, positions)
     meta_extra = {
         "model": {"name": model.name, "fingerprint": model.fingerprint, "dtype": dtype_name(model.dtype),
-                  "n_layers": model.n_layers, "n_heads": model.n_heads, "d_model": model.d_model},
+                  "n_layers": model.n_layers, "n_heads": model.n_heads, "d_model": model.d_model,
+                  # where `cache verify --repair` may reload it from (a local directory, never a hub id)
+                  "local_dir": str(Path(model.path).resolve())},
         "prompt_ids": [p.prompt_id for p in prompts],
         "tasks": described["tasks"],
         "shares": described["shares"],

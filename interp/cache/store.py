@@ -39,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,56 @@ ENV_CACHE_DIR = "INTERP_CACHE_DIR"
 PROJECT_NAME = "interp-superposition"
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 SHARD_FMT = "batch-{:05d}.safetensors"
+SHARD_RE = re.compile(r"^batch-\d{5}\.safetensors$")
+# The only file names an entry may hold (besides shards); nothing in a cache file can name another path.
+ENTRY_FILES = ("prompts.jsonl", "meta.json")
+
+
+def is_entry_file_name(name: Any) -> bool:
+    """True for the names the format defines: ``batch-NNNNN.safetensors``, ``prompts.jsonl``, ``meta.json``."""
+    return isinstance(name, str) and (name in ENTRY_FILES or bool(SHARD_RE.match(name)))
+
+
+def entry_file(entry: Path, name: Any) -> Path:
+    """``entry / name`` for a name the format defines, as a regular file (not a symlink, checked with
+    ``lstat``) inside ``entry``; anything else is a :class:`CacheCorruptError`."""
+    if not is_entry_file_name(name):
+        raise CacheCorruptError(f"activation cache entry {Path(entry).name[:12]} names a file outside its format "
+                                f"({str(name)[:60]!r}): remove it with `interp cache rm`")
+    path = Path(entry) / name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise CacheCorruptError(f"activation cache entry {Path(entry).name[:12]}: {name} is a symlink or not a "
+                                "regular file: remove the entry with `interp cache rm`")
+    return path
+
+
+def _file_problem(entry: Path, name: Any) -> str | None:
+    """Why ``name`` is not a safe file of ``entry`` (None when it is one)."""
+    if not is_entry_file_name(name):
+        return f"meta.json names a file outside the format ({str(name)[:60]!r})"
+    try:
+        st = os.lstat(Path(entry) / name)
+    except FileNotFoundError:
+        return f"{name} is missing"
+    except OSError as exc:
+        return f"{name} is unreadable ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{name} is a symlink (entries hold regular files only)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    return None
+
+
+def _is_real_dir(path: Path) -> bool:
+    """A directory that is not a symlink (``lstat``)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 _CHUNK = 1 << 20
 
 
@@ -190,6 +241,11 @@ def _meta_checksum(meta: dict[str, Any]) -> str:
 
 
 def _meta_or_problem(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if os.path.islink(path):
+        return None, "the entry directory is a symlink"
+    problem = _file_problem(path, "meta.json")
+    if problem is not None and problem != "meta.json is missing":
+        return None, problem
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -198,6 +254,12 @@ def _meta_or_problem(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"meta.json is unreadable ({exc.__class__.__name__})"
     if not isinstance(meta, dict) or meta.get("checksum") != _meta_checksum(meta):
         return None, "meta.json fails its checksum"
+    files = meta.get("files")
+    if not isinstance(files, dict) or "prompts.jsonl" not in files:
+        return None, "meta.json lists no files"
+    bad = [n for n in files if not is_entry_file_name(n) or n == "meta.json"]
+    if bad:
+        return None, f"meta.json names a file outside the format ({str(bad[0])[:60]!r})"
     return meta, None
 
 
@@ -219,8 +281,12 @@ def verify_entry(path: Path) -> list[str]:
         problems.append("key inputs in meta.json do not hash to the entry's name")
     for name, info in meta.get("files", {}).items():
         file = path / name
-        if not file.is_file():
-            problems.append(f"{name} is missing")
+        problem = _file_problem(path, name)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        if not isinstance(info, dict):
+            problems.append(f"meta.json's record of {name} is damaged")
             continue
         size = file.stat().st_size
         if size != info.get("bytes"):
@@ -248,7 +314,7 @@ def corrupt_error(path: Path, problems: list[str]) -> CacheCorruptError:
 
 
 def read_prompt_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (path / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in entry_file(path, "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def _pad_cat(chunks: list[Tensor]) -> Tensor:
@@ -284,11 +350,11 @@ def load_entry(path: Path, verify: bool = True) -> LoadedEntry:
         if problems:
             raise corrupt_error(path, problems)
     meta = read_meta(path)
-    shards = sorted(n for n in meta["files"] if n.endswith(".safetensors"))
+    shards = sorted(n for n in meta["files"] if SHARD_RE.match(n))
     per_hook: dict[str, list[Tensor]] = {h: [] for h in meta["hooks"]}
     try:
         for shard in shards:
-            tensors = load_file(path / shard)
+            tensors = load_file(entry_file(path, shard))
             for h in per_hook:
                 per_hook[h].append(tensors[h])
         records = read_prompt_records(path)
@@ -319,9 +385,12 @@ def _load_progress(partial: Path, key: str, batch_size: int, n_prompts: int) -> 
     if not isinstance(progress, dict) or any(progress.get(k) != fresh[k] for k in ("key", "batch_size", "n_prompts")):
         return fresh
     kept = {}
-    for name, info in progress.get("shards", {}).items():
+    shards = progress.get("shards", {})
+    for name, info in (shards.items() if isinstance(shards, dict) else []):
+        if not SHARD_RE.match(str(name)) or _file_problem(partial, name) is not None or not isinstance(info, dict):
+            continue  # only shard names the format defines, as regular files inside this directory
         file = partial / name
-        if file.is_file() and file.stat().st_size == info.get("bytes") and sha256_file(file) == info.get("sha256"):
+        if file.stat().st_size == info.get("bytes") and sha256_file(file) == info.get("sha256"):
             kept[name] = info
     fresh["shards"] = kept
     return fresh
@@ -365,6 +434,8 @@ def get_or_build(
     key = entry_key(inputs)
     cache_dir = Path(cache_dir)
     final = cache_dir / key
+    if os.path.lexists(final) and not _is_real_dir(final):
+        raise InterpError(f"{final} is a symlink or a file, not a cache entry: remove it")
     if final.is_dir() and not repair:
         return BuildResult("reused", load_entry(final))  # published entries are immutable: no lock needed
     try:
@@ -407,12 +478,17 @@ def _build_locked(
 ) -> BuildResult:
     n = len(records)
     partial = cache_dir / f"{key}.partial"
+    if os.path.lexists(partial) and not _is_real_dir(partial):
+        raise InterpError(f"{partial} is a symlink or a file, not a build directory: remove it")
     partial.mkdir(exist_ok=True)
     progress = _load_progress(partial, key, batch_size, n)
     done = dict(progress["shards"])
     for leftover in partial.iterdir():  # half-written temporaries and unverified shards of a killed run
         if leftover.name not in done and leftover.name != "progress.json":
-            leftover.unlink()
+            if _is_real_dir(leftover):
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()  # a symlink is removed itself, never followed
     resumed = len(done)
     shapes: dict[str, list[int]] = {}
     for info in done.values():
@@ -487,6 +563,10 @@ def _build_locked(
 
 def _remove_tree(path: Path, cache_dir: Path) -> None:
     """Delete an entry directory, refusing anything outside ``cache_dir``."""
+    link = Path(path)
+    if link.is_symlink() and link.parent.resolve() == Path(cache_dir).resolve():
+        link.unlink()  # a planted symlink named like an entry: remove the link, never what it points to
+        return
     path, cache_dir = Path(path).resolve(), Path(cache_dir).resolve()
     if path.parent != cache_dir or not KEY_RE.match(path.name.split(".")[0]):
         raise InterpError(f"refusing to delete {path}: not an entry of the cache directory {cache_dir}")

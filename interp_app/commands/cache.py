@@ -40,7 +40,7 @@ from interp.cache.store import (
 )
 from interp.dtypes import parse_dtype
 from interp.errors import InterpError
-from interp.models import load_model
+from interp.models import known_specs, load_model
 from interp.prompts import Prompt
 from interp_app.command import Command
 from interp_app.options import (
@@ -139,6 +139,21 @@ def _select(cache: Path, keys: list[str]) -> list[EntryInfo]:
     return list(selected.values())
 
 
+def repair_source(model_info: object) -> str | None:
+    """What a repair may load: a registered model spec, or the absolute local directory the entry recorded
+    (``model.local_dir``) when it exists. Never a hub id: a cache file must not make the tool fetch a model."""
+    if not isinstance(model_info, dict):
+        return None
+    name = model_info.get("name")
+    if isinstance(name, str) and name in known_specs():
+        return name
+    local = model_info.get("local_dir")
+    if isinstance(local, str) and Path(local).is_absolute() and Path(local).is_dir() \
+            and (Path(local) / "config.json").is_file():
+        return local
+    return None
+
+
 def _repair(entry: EntryInfo, cache: Path, problems: list[str]) -> str:
     """Recompute a damaged entry from its stored prompts and model; returns a one-line outcome."""
     try:
@@ -151,7 +166,12 @@ def _repair(entry: EntryInfo, cache: Path, problems: list[str]) -> str:
         return (f"cannot repair {entry.key[:12]} (its meta.json or prompts.jsonl is damaged: {exc.__class__.__name__}): "
                 f"remove it with `interp cache rm {entry.key[:12]}` and rebuild it with `interp cache build`")
     model_info = meta["model"]
-    model = load_model(model_info["name"], dtype=model_info.get("dtype", "float32"))
+    source = repair_source(model_info)
+    if source is None:
+        return (f"cannot repair {entry.key[:12]}: its model {str(model_info.get('name'))[:60]!r} is neither a registered "
+                "model spec nor a local directory recorded in the entry (a hub id in a cache file is never fetched); "
+                f"remove it with `interp cache rm {entry.key[:12]}` and rebuild it with `interp cache build --model ...`")
+    model = load_model(source, dtype=model_info.get("dtype", "float32"))
     if model.fingerprint != model_info["fingerprint"]:
         return (f"cannot repair {entry.key[:12]}: model {model_info['name']!r} now has different weights; "
                 f"remove the entry with `interp cache rm {entry.key[:12]}`")
