@@ -25,6 +25,7 @@ from interp_app.commands import (
     models,
     report,
     scale,
+    scale_study,
     superposition,
     task_vectors,
     train,
@@ -32,7 +33,7 @@ from interp_app.commands import (
 from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
 from interp_app.runs import finish_open_runs
 
-COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, cache, models, report)
+COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, scale_study, cache, models, report)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",
