@@ -45,3 +45,20 @@ def test_boundary_mismatch_is_flagged(smollm2) -> None:
     scores = score_prompts(smollm2, [p], show_progress=False)
     assert bool(scores["boundary_mismatch"][0])
     assert 0 < scores["prob"][0] < 1
+
+
+def test_space_before_the_answer_is_moved_into_it(smollm2) -> None:
+    """Separator ": " — the space is scored as part of " Dublin" (the natural split), equal to a naive
+    scorer given that split, and about as likely as the model's own continuation suggests."""
+    answers = {"capital": "Dublin", "upper": "IRELAND"}
+    text = "Kenya: Nairobi\nPeru: Lima\nIreland: "
+    p = Prompt(0, "custom", text, "Ireland", answers, {"capital": 1.0, "upper": 0.0}, {"capital": 2, "upper": 0},
+               [], ": ", [])
+    fast = score_prompts(smollm2, [p], show_progress=False).set_index("task")
+    assert fast["boundary_moved"].all() and not fast["boundary_mismatch"].any()
+    natural = Prompt(0, "custom", text.rstrip(), "Ireland", {k: " " + v for k, v in answers.items()},
+                     p.shares, p.counts, [], ":", [])
+    naive = score_prompts_naive(smollm2, [natural], move_whitespace=False).set_index("task")
+    assert (fast["logprob"] - naive["logprob"]).abs().max() < 1e-4
+    unnatural = score_prompts(smollm2, [p], show_progress=False, move_whitespace=False).set_index("task")
+    assert fast.loc["capital", "prob"] > 10 * unnatural.loc["capital", "prob"]

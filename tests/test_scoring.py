@@ -59,3 +59,49 @@ def test_prompt_longer_than_context_is_refused(tiny_llama) -> None:
     p = Prompt(0, "custom", text, "q", {"t": "x"}, {"t": 1.0}, {"t": 60}, examples, "->", offsets)
     with pytest.raises(InterpError, match="context of 2048.*examples"):
         score_prompts(tiny_llama, [p], show_progress=False)
+
+
+def _bpe_model(tmp_path):  # noqa: ANN001, ANN202
+    """A tiny random Llama with SmolLM2's byte-level BPE tokenizer (which merges a space into the next word)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from interp.home import interp_home
+    from interp.models import load_model
+
+    source = interp_home() / "models" / "smollm2-135m"
+    if not (source / "tokenizer.json").is_file():
+        pytest.skip("SmolLM2's tokenizer is not prepared (run `interp models` / the integration tier once)")
+    tok = AutoTokenizer.from_pretrained(str(source))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path / "m"))
+    tok.save_pretrained(str(tmp_path / "m"))
+    return load_model(str(tmp_path / "m"))
+
+
+def test_trailing_whitespace_moves_into_the_answer_and_equals_the_natural_split(tmp_path) -> None:  # noqa: ANN001
+    model = _bpe_model(tmp_path)
+    answers = {"capital": "Dublin", "continent": "Europe"}
+    # Separator ": " ends the prompt in a space that this tokenizer merges into the answer ("ĠDublin").
+    p = Prompt(0, "custom", "Kenya: Nairobi\nIreland: ", "Ireland", answers, {"capital": 1.0, "continent": 0.0},
+               {"capital": 1, "continent": 0}, [Example("Kenya", "capital", "Nairobi")], ": ", [5, 22])
+    written = score_prompts(model, [p], show_progress=False, move_whitespace=False)
+    assert written["boundary_mismatch"].all()  # the unnatural split: "Ġ" then "Dublin"
+    fast = score_prompts(model, [p], show_progress=False)
+    assert fast["boundary_moved"].all() and not fast["boundary_mismatch"].any()
+    natural = Prompt(0, "custom", "Kenya: Nairobi\nIreland:", "Ireland", {k: " " + v for k, v in answers.items()},
+                     p.shares, p.counts, p.examples, ":", [5, 22])
+    naive = score_prompts_naive(model, [natural], move_whitespace=False)
+    assert not naive["boundary_mismatch"].any()
+    assert (fast["logprob"].to_numpy() - naive["logprob"].to_numpy()).max() < 1e-4
+    assert fast["n_tokens"].tolist() == naive["n_tokens"].tolist()
+    # The reference scorer moves the whitespace the same way.
+    assert (score_prompts_naive(model, [p])["logprob"] - fast["logprob"]).abs().max() < 1e-4
+
+
+def test_prompts_without_a_merge_are_scored_as_written(tiny_llama) -> None:
+    prompts = _prompts(n=2)
+    scores = score_prompts(tiny_llama, prompts, show_progress=False)
+    assert not scores["boundary_moved"].any() and not scores["boundary_mismatch"].any()
