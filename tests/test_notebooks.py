@@ -33,6 +33,9 @@ CASES = {
     "04_from_scratch.ipynb": (
         {"MODEL": "tiny-llama", "TASK_SET": "retrieval", "N_PROMPTS": 2, "SHARES": [0.0, 0.5, 1.0]},
         ["analyses.from_scratch"]),
+    "05_scale_ladder.ipynb": (
+        {"MODELS": ["tiny-llama", "tiny-qwen2"], "TASK_SETS": ["ab"], "N_PROMPTS": 2, "K_PROMPTS": 1},
+        ["analyses.scale_study"]),
 }
 
 
