@@ -12,10 +12,16 @@ examples (same inputs, same order) and the same query, but every example answere
 only. Comparing the curves answers: do the tasks' answers rise together (in parallel) or one
 after another, and does superposition delay or weaken any of them?
 
-Only the answer's *first* token is read per layer (its full multi-token probability at the
-output is in the ``superposition`` analysis). When two tasks' answers share their first token
-(``ab``: ``12`` and ``105``) the row is flagged ``shared_first_token``; summaries keep the flag's
-rate so a reader can discount it.
+Two views per layer. *First token* (``prob``, ``rank``): the answer's first token at the query
+position. *Full answer* (``answer_prob``, ``answer_logprob``): the whole answer teacher-forced
+through the lens — prompt + answer run once, and at every layer each answer token is read at its
+own position (the position before it) and the log-probabilities summed; at the last layer this
+is exactly the model's own teacher-forced P(answer), the number the ``superposition`` analysis
+reports. When two tasks' answers share their first token (``ab``: ``12`` and ``105``; every sum
+≥ 100 starts with ``1``) the first-token view cannot tell them apart: the row is flagged
+``shared_first_token``, summaries report the flag's rate, and ``entry_layers`` marks such a
+first-token entry inconclusive — conclusions about when an answer appears rest on the full-answer
+view. Every mean carries a 95 % bootstrap interval over prompts.
 
 Python::
 
@@ -47,7 +53,8 @@ from interp.errors import InterpError
 from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Example, Prompt, render_prompt
-from interp.scoring import tokenize_answers
+from interp.scoring import natural_split, tokenize_answers
+from interp.stats import bootstrap_mean
 from interp.tasks import TaskSet, get_task_set
 from interp.validate import Validated
 
@@ -60,6 +67,9 @@ class LogitLensOptions(Validated):
 
     controls: bool = field(default=True, metadata={"help": "also run single-task control prompts (same queries)"})
     top_k: int = field(default=10, metadata={"help": "rank threshold for the 'first layer in the top k' table", "min": 1})
+    full_answer: bool = field(default=True, metadata={"help": "also read each task's whole answer through the lens "
+                                                              "(teacher-forced: each answer token at its own position)"})
+    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples of prompts for the intervals"})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -129,18 +139,64 @@ def first_answer_tokens(model: LoadedModel, prompt: Prompt) -> dict[str, int]:
     return {a.task: a.ids[0] for a in tokenize_answers(model, prompt.text, ids, prompt.answers)}
 
 
+@torch.no_grad()
+def teacher_forced_residuals(model: LoadedModel, ids: list[int], positions: list[int]
+                             ) -> Float[Tensor, "site pos d_model"]:
+    """Residual stream before every block and after the last one, at ``positions`` of one forward of ``ids``
+    (the sites of :func:`lens_sites`)."""
+    layers = model.adapter.layers()
+    captured: list[Tensor] = []
+    index = torch.tensor(positions, device=model.device)
+
+    def pre(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        captured.append(hidden[0].index_select(0, index).float())
+
+    def post(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output
+        captured.append(hidden[0].index_select(0, index).float())
+
+    handles = [layer.register_forward_pre_hook(pre, with_kwargs=True) for layer in layers]
+    handles.append(layers[-1].register_forward_hook(post))
+    try:
+        model.hf_model(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(captured)
+
+
+@torch.no_grad()
+def full_answer_lens(model: LoadedModel, prompt: Prompt) -> dict[str, Float[Tensor, " site"]]:
+    """Per task: log P(whole answer) read through the lens at every site (teacher-forced).
+
+    The prompt/answer split is the scorer's (:func:`interp.scoring.natural_split`), so at the
+    final site this equals the scorer's log-probability.
+    """
+    split = natural_split(model, prompt.text, prompt.answers)
+    out = {}
+    for a in split.answers:
+        positions = [len(split.ids) - 1 + t for t in range(len(a.ids))]
+        resid = teacher_forced_residuals(model, split.ids + a.ids, positions)  # [site, pos, d]
+        logp = torch.log_softmax(lens_logits(model, resid).float(), dim=-1)
+        targets = torch.tensor(a.ids, device=logp.device)
+        out[a.task] = logp.gather(-1, targets[None, :, None].expand(logp.shape[0], -1, 1))[..., 0].sum(-1).cpu()
+    return out
+
+
 # ----------------------------------------------------------------------------- analysis
 
 
 @torch.no_grad()
 def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: str = SUPERPOSED,
                     show_progress: bool = True, use_cache: bool = True,
-                    cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+                    cache_dir: str | os.PathLike[str] | None = None, full_answer: bool = True) -> pd.DataFrame:
     """Per-prompt logit lens at the query position.
 
     Returns one row per (prompt, layer, task): ``prompt_id, condition, layer, site, task,
-    token, token_str, prob, logprob, rank, shared_first_token``. ``layer`` runs 0..L where
-    ``L`` (site ``final``) is the output distribution.
+    token, token_str, prob, logprob, rank, shared_first_token`` and, with ``full_answer``,
+    ``answer_prob, answer_logprob, n_tokens`` (the whole answer, teacher-forced through the lens).
+    ``layer`` runs 0..L where ``L`` (site ``final``) is the output distribution.
     """
     if not prompts:
         raise InterpError("no prompts: build at least one prompt")
@@ -158,6 +214,7 @@ def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: st
         target = logits[:, tokens]  # [site, task]
         # Rank 1 = the top token; ties count in the answer's favour.
         rank = 1 + (logits[:, None, :] > target[:, :, None]).sum(-1)
+        whole = full_answer_lens(model, p) if full_answer else {}
         for s, (layer, label, _) in enumerate(sites):
             for k, task in enumerate(tasks):
                 lp = float(logp[s, tokens[k]])
@@ -168,25 +225,41 @@ def logit_lens_rows(model: LoadedModel, prompts: Sequence[Prompt], condition: st
                     "prob": float(np.exp(lp)), "logprob": lp, "rank": int(rank[s, k]),
                     "shared_first_token": sum(first[t] == first[task] for t in tasks) > 1,
                 })
+                if full_answer:
+                    alp = float(whole[task][s])
+                    rows[-1].update({"answer_prob": float(np.exp(alp)), "answer_logprob": alp})
     return pd.DataFrame(rows)
 
 
-def summarize_lens(rows: pd.DataFrame, top_k: int = 10) -> pd.DataFrame:
+def summarize_lens(rows: pd.DataFrame, top_k: int = 10, n_boot: int = 2000) -> pd.DataFrame:
     """Mean over prompts per (layer, task, condition): prob, logprob, rank, plus median rank,
-    the fraction of prompts with the answer in the top ``top_k`` and the shared-first-token rate."""
+    the fraction of prompts with the answer in the top ``top_k`` and the shared-first-token rate;
+    ``prob``, ``rank`` and (when read) ``answer_prob`` with 95 % bootstrap intervals over prompts
+    (``<col>_ci_low``, ``<col>_ci_high``)."""
     g = rows.groupby(["condition", "task", "layer", "site"], sort=False)
     out = g.agg(prob=("prob", "mean"), logprob=("logprob", "mean"), rank=("rank", "mean"),
                 median_rank=("rank", "median"), shared_first_token=("shared_first_token", "mean"),
                 n_prompts=("prompt_id", "nunique")).reset_index()
     out[f"in_top{top_k}"] = g["rank"].apply(lambda r: float((r <= top_k).mean())).to_numpy()
-    return out[["layer", "site", "task", "condition", "prob", "logprob", "rank", "median_rank",
-                f"in_top{top_k}", "shared_first_token", "n_prompts"]]
+    cols = ["layer", "site", "task", "condition", "prob", "prob_ci_low", "prob_ci_high", "logprob", "rank",
+            "rank_ci_low", "rank_ci_high", "median_rank", f"in_top{top_k}", "shared_first_token", "n_prompts"]
+    measured = ["prob", "rank"]
+    if "answer_prob" in rows.columns:
+        out["answer_prob"] = g["answer_prob"].mean().to_numpy()
+        out["answer_logprob"] = g["answer_logprob"].mean().to_numpy()
+        cols[7:7] = ["answer_prob", "answer_prob_ci_low", "answer_prob_ci_high", "answer_logprob"]
+        measured.append("answer_prob")
+    for col in measured:
+        bounds = [bootstrap_mean(v.to_numpy(), n_boot=n_boot)[1:] for _, v in g[col]]
+        out[f"{col}_ci_low"] = [b[0] for b in bounds]
+        out[f"{col}_ci_high"] = [b[1] for b in bounds]
+    return out[cols]
 
 
 def logit_lens(model: LoadedModel, prompts: Sequence[Prompt], controls: bool = True,
                task_set: TaskSet | str | None = None, top_k: int = 10, show_progress: bool = True,
-               return_rows: bool = False, use_cache: bool = True, cache_dir: str | os.PathLike[str] | None = None
-               ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+               return_rows: bool = False, use_cache: bool = True, cache_dir: str | os.PathLike[str] | None = None,
+               full_answer: bool = True, n_boot: int = 2000) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Logit lens of every task's answer on ``prompts`` (mean over prompts).
 
     Args:
@@ -203,13 +276,14 @@ def logit_lens(model: LoadedModel, prompts: Sequence[Prompt], controls: bool = T
         Tidy DataFrame ``layer, site, task, condition, prob, logprob, rank, median_rank,
         in_top{k}, shared_first_token, n_prompts`` (and the per-prompt rows if asked).
     """
-    frames = [logit_lens_rows(model, prompts, SUPERPOSED, show_progress, use_cache, cache_dir)]
+    frames = [logit_lens_rows(model, prompts, SUPERPOSED, show_progress, use_cache, cache_dir, full_answer)]
     if controls:
         ts = task_set if task_set is not None else prompts[0].task_set
         for task, control in single_task_controls(prompts, ts).items():
-            frames.append(logit_lens_rows(model, control, f"single:{task}", show_progress, use_cache, cache_dir))
+            frames.append(logit_lens_rows(model, control, f"single:{task}", show_progress, use_cache, cache_dir,
+                                          full_answer))
     rows = pd.concat(frames, ignore_index=True)
-    table = summarize_lens(rows, top_k)
+    table = summarize_lens(rows, top_k, n_boot)
     return (table, rows) if return_rows else table
 
 
@@ -217,16 +291,26 @@ def entry_layers(table: pd.DataFrame, k: int = 10, stat: str = "median_rank") ->
     """First layer at which each task's answer's ``stat`` (median rank by default) is ``<= k``.
 
     Returns ``condition, task, first_layer_top{k}`` (NaN when it never enters), plus the
-    final-layer rank and probability for context.
+    final-layer rank and probability for context, the share of prompts where the answer's first
+    token is shared with another task's (``shared_first_token``; ``first_token_conclusive`` is
+    False when any prompt shares it: the first-token entry layer then says nothing about this
+    task), and the final full-answer probability when read.
     """
     rows = []
     for (condition, task), g in table.groupby(["condition", "task"], sort=False):
         g = g.sort_values("layer")
         hit = g[g[stat] <= k]
         final = g.iloc[-1]
-        rows.append({"condition": condition, "task": task,
-                     f"first_layer_top{k}": int(hit["layer"].iloc[0]) if len(hit) else np.nan,
-                     "final_median_rank": float(final["median_rank"]), "final_prob": float(final["prob"])})
+        row = {"condition": condition, "task": task,
+               f"first_layer_top{k}": int(hit["layer"].iloc[0]) if len(hit) else np.nan,
+               "final_median_rank": float(final["median_rank"]), "final_prob": float(final["prob"]),
+               }
+        if "shared_first_token" in g.columns:
+            row["shared_first_token"] = float(g["shared_first_token"].max())
+            row["first_token_conclusive"] = bool(g["shared_first_token"].max() == 0)
+        if "answer_prob" in g.columns:
+            row["final_answer_prob"] = float(final["answer_prob"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -245,5 +329,6 @@ def analyse(model: LoadedModel, prompts: Sequence[Prompt], options: LogitLensOpt
             cache_dir: str | os.PathLike[str] | None = None) -> LogitLensResult:
     """The logit lens (with controls when ``options.controls``) and each task's entry layer (no files written)."""
     table, rows = logit_lens(model, prompts, controls=options.controls, task_set=task_set, top_k=options.top_k,
-                             show_progress=show_progress, return_rows=True, use_cache=use_cache, cache_dir=cache_dir)
+                             show_progress=show_progress, return_rows=True, use_cache=use_cache, cache_dir=cache_dir,
+                             full_answer=options.full_answer, n_boot=options.n_boot)
     return LogitLensResult(table, rows, entry_layers(table, options.top_k))

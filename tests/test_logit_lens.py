@@ -142,3 +142,28 @@ def test_smollm2_final_layer_matches_scorer(smollm2) -> None:  # noqa: ANN001
     scores = scores[scores["n_tokens"] == 1].set_index(["prompt_id", "task"])["logprob"]
     assert len(scores) >= 4
     assert np.allclose(final.loc[scores.index].to_numpy(), scores.to_numpy(), atol=1e-3)
+
+
+def test_full_answer_lens_at_the_last_layer_is_the_teacher_forced_answer_probability(tiny_model) -> None:  # noqa: ANN001
+    from interp.scoring import score_prompts
+
+    prompts = _prompts(task_set="ab", n=2)  # multi-token answers (sums, operands)
+    rows = logit_lens_rows(tiny_model, prompts, show_progress=False, use_cache=False)
+    scores = score_prompts(tiny_model, prompts, show_progress=False).set_index(["prompt_id", "task"])
+    final = rows[rows["layer"] == tiny_model.n_layers]
+    assert (scores["n_tokens"] > 1).any()
+    for _, r in final.iterrows():
+        assert r["answer_logprob"] == pytest.approx(scores.loc[(r["prompt_id"], r["task"]), "logprob"], abs=1e-4)
+    # Below the last layer the full answer is a product of per-token lens probabilities: never above the first token's.
+    assert (rows["answer_prob"] <= rows["prob"] + 1e-7).all()
+    table = summarize_lens(rows, n_boot=200)
+    assert {"answer_prob", "answer_prob_ci_low", "answer_prob_ci_high", "prob_ci_low", "rank_ci_high"} <= set(table.columns)
+    assert (table["answer_prob_ci_low"] <= table["answer_prob"] + 1e-12).all()
+
+
+def test_shared_first_token_entry_is_marked_inconclusive() -> None:
+    table = pd.DataFrame({"layer": [0, 1], "site": ["a", "final"], "task": ["x", "x"], "condition": "superposed",
+                          "prob": [0.2, 0.4], "rank": [3, 1], "median_rank": [3, 1], "shared_first_token": [0.5, 0.5],
+                          "answer_prob": [0.01, 0.02]})
+    entry = entry_layers(table, k=10).iloc[0]
+    assert not entry["first_token_conclusive"] and entry["final_answer_prob"] == 0.02

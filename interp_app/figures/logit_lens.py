@@ -12,8 +12,10 @@ from interp_app.figures import subplots
 
 
 def plot_logit_lens(table: pd.DataFrame, title: str = "") -> Figure:
-    """Left: mean P(answer's first token) per layer, one line per task (solid: superposed; dashed:
-    the task's own single-task control). Right: heatmap of log10 median rank, layer × task
+    """Left: mean P per layer, one line per task with its 95 % band (solid: the whole answer,
+    teacher-forced through the lens, when read; dotted: the first token only, marked "shared" when
+    it is another task's first token too in some prompt; dashed: the whole answer in the task's own
+    single-task control). Right: heatmap of log10 median rank of the first token, layer × task
     (superposed)."""
     sup = table[table["condition"] == SUPERPOSED]
     tasks = list(dict.fromkeys(sup["task"]))
@@ -24,12 +26,20 @@ def plot_logit_lens(table: pd.DataFrame, title: str = "") -> Figure:
     for i, task in enumerate(tasks):
         c = colors[i % len(colors)]
         g = sup[sup["task"] == task].sort_values("layer")
-        ax.plot(g["layer"], g["prob"], color=c, lw=1.8, label=f"{task}")
+        full = "answer_prob" in g.columns
+        col = "answer_prob" if full else "prob"
+        ax.plot(g["layer"], g[col], color=c, lw=1.8, label=f"{task}" + (" (full answer)" if full else ""))
+        if f"{col}_ci_low" in g.columns:
+            ax.fill_between(g["layer"], g[f"{col}_ci_low"], g[f"{col}_ci_high"], color=c, alpha=0.15, lw=0)
+        if full:
+            shared = "shared_first_token" in g.columns and bool(g["shared_first_token"].max() > 0)
+            ax.plot(g["layer"], g["prob"], color=c, lw=1.0, ls=":",
+                    label=f"{task} first token" + (" (shared: inconclusive)" if shared else ""))
         ctrl = table[(table["condition"] == f"single:{task}") & (table["task"] == task)].sort_values("layer")
         if len(ctrl):
-            ax.plot(ctrl["layer"], ctrl["prob"], color=c, lw=1.2, ls="--", label=f"{task} (single-task)")
+            ax.plot(ctrl["layer"], ctrl[col], color=c, lw=1.2, ls="--", label=f"{task} (single-task)")
     ax.set_xlabel(f"layer (resid_pre; {n_layers} = final)")
-    ax.set_ylabel("mean P(first answer token)")
+    ax.set_ylabel("mean P(answer), 95% band" if "answer_prob" in sup.columns else "mean P(first answer token)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, frameon=False, ncol=2)
     grid = np.array([[float(sup[(sup["task"] == t) & (sup["layer"] == layer)]["median_rank"].iloc[0])
