@@ -7,8 +7,12 @@ Two commands:
   mixture curve (:func:`evaluate_trained`) and write ``eval_summary.json`` next to the model.
 * ``interp run mixture-curve``: mix two tasks A and B with share d ∈ {0, 0.1, …, 1} of task A in
   context and measure P(task A answer), P(task B answer) and the mass elsewhere ("other"), each
-  answer scored with its terminating newline as the authors do. The figure is a stack plot with
-  the authors' logged copy-task curve drawn beside ours.
+  answer scored with its terminating newline as the authors do, with 95 % bootstrap intervals per
+  point and the per-prompt split (sorted means p_top/p_second, split entropy). Works for any model
+  (a from-scratch checkpoint, ``smollm2-135m``, a local HF directory) and any task set, built-in or
+  from ``--tasks-file``: ``interp run mixture-curve --model smollm2-135m --task-set country
+  --pair capital,upper --d 0,0.25,0.5,0.75,1``. The figure is a stack plot with the authors'
+  logged curve drawn beside ours where we hold one (``retrieval``, ``bias-add``).
 
 Sampling of the mix: ``--sampling exact`` (default) gives each prompt exactly round(d·n) examples of
 task A; ``--sampling binomial`` draws each example's task independently (task A with probability d),
@@ -44,6 +48,7 @@ from interp.errors import InterpError
 from interp.models import LoadedModel
 from interp.prompts import Prompt, build_prompts
 from interp.scoring import score_prompts
+from interp.stats import bootstrap_mean, format_ci
 from interp.tasks import get_task_set
 from interp.validate import Validated, check_choice, check_float, check_int
 
@@ -72,7 +77,10 @@ class MixtureCurveOptions(Validated):
 
     task_a: str = field(default="", metadata=_help("task A (default: ret2 for retrieval as the authors; random pair per prompt for bias-add)"))
     task_b: str = field(default="", metadata=_help("task B (default: ret6 / random)"))
+    pair: str = field(default="", metadata=_help("tasks A and B as A,B (same as --task-a A --task-b B), e.g. capital,upper"))
     shares: list[float] = field(default_factory=lambda: list(DEFAULT_SHARES), metadata=_help("shares d of task A"))
+    d: list[float] = field(default_factory=list, metadata=_help("shares d of task A, e.g. 0,0.5,1 (overrides --shares)"))
+    n_boot: int = field(default=2000, metadata=_help("bootstrap resamples of prompts for the intervals"))
     n_examples: int = field(default=0, metadata=_help("in-context examples per prompt (0 = the model's training value, else 20)"))
     sampling: str = field(default="exact", metadata=_help("exact (round(d·n) examples of A) or binomial (each example A with prob. d, as the authors)"))
     end_of_answer: str = field(default="\n", metadata=_help("text scored after every answer (the paper: a newline)"))
@@ -198,22 +206,40 @@ def mixture_table(scores: pd.DataFrame, design: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def summarize_curve(per_prompt: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and std) of P(A), P(B), other per d, and the sorted means p_top / p_second.
+def split_entropy(p_a: pd.Series, p_b: pd.Series) -> pd.Series:
+    """Per prompt: entropy (bits) of the A/B split renormalised over the two answers — 1 when a prompt
+    splits its mass evenly, 0 when it picks one task (NaN when both are 0)."""
+    total = p_a + p_b
+    q = (p_a / total.where(total > 0)).clip(0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    return h.where(~q.isin([0.0, 1.0]), 0.0).where(total > 0)
 
-    A model can match d on average while each prompt picks a single task (p_top ≈ 1, p_second ≈ 0);
-    true per-prompt superposition shows p_second well above 0 at mixed d.
+
+def summarize_curve(per_prompt: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
+    """Mean (and std) of P(A), P(B), other per d, with 95 % bootstrap intervals over prompts
+    (``<col>_ci_low``/``<col>_ci_high``), the sorted means p_top / p_second and the per-prompt
+    split entropy.
+
+    A model can match d on average while each prompt picks a single task (p_top ≈ 1, p_second ≈ 0,
+    entropy ≈ 0); true per-prompt superposition shows p_second well above 0 and entropy near 1 at mixed d.
     """
     per_prompt = per_prompt.assign(p_top=per_prompt[["p_a", "p_b"]].max(axis=1),
-                                   p_second=per_prompt[["p_a", "p_b"]].min(axis=1))
+                                   p_second=per_prompt[["p_a", "p_b"]].min(axis=1),
+                                   entropy=split_entropy(per_prompt["p_a"], per_prompt["p_b"]))
     g = per_prompt.groupby("d")
     curve = pd.DataFrame({
         "p_a": g["p_a"].mean(), "p_b": g["p_b"].mean(), "other": g["other"].mean(),
         # Sorted means (the paper's metric): does each prompt split its mass, or pick one task?
         "p_top": g["p_top"].mean(), "p_second": g["p_second"].mean(),
         "p_a_std": g["p_a"].std(ddof=0), "p_b_std": g["p_b"].std(ddof=0),
+        "entropy": g["entropy"].mean(),
         "realised_share_a": (g["count_a"].mean() / g["n_examples"].mean()), "n_prompts": g.size(),
     }).reset_index()
+    for col in ("p_a", "p_b", "other", "p_top", "p_second", "entropy"):
+        bounds = [bootstrap_mean(g_[col].to_numpy(), n_boot=n_boot)[1:] for _, g_ in per_prompt.groupby("d")]
+        curve[f"{col}_ci_low"] = [b[0] for b in bounds]
+        curve[f"{col}_ci_high"] = [b[1] for b in bounds]
     return curve
 
 
@@ -247,7 +273,7 @@ def acceptance_checks(curve: pd.DataFrame) -> dict[str, Any]:
 
 
 def analyse(models: dict[str, LoadedModel], prompts: list[Prompt], design: pd.DataFrame, end_of_answer: str = "\n",
-            batch_size: int = 8, show_progress: bool = True) -> MixtureCurveResult:
+            batch_size: int = 8, show_progress: bool = True, n_boot: int = 2000) -> MixtureCurveResult:
     """Score the prompts with every model; curves and acceptance checks (no files written)."""
     per_prompt, curves, acceptance = [], [], {}
     for label, model in models.items():
@@ -255,12 +281,25 @@ def analyse(models: dict[str, LoadedModel], prompts: list[Prompt], design: pd.Da
                                show_progress=show_progress)
         table = mixture_table(scores, design)
         table.insert(0, "model", label)
-        curve = summarize_curve(table)
+        curve = summarize_curve(table, n_boot)
         curve.insert(0, "model", label)
         per_prompt.append(table)
         curves.append(curve)
         acceptance[label] = acceptance_checks(curve)
     return MixtureCurveResult(pd.concat(curves, ignore_index=True), pd.concat(per_prompt, ignore_index=True), acceptance)
+
+
+def curve_pair(task_set: str, options: MixtureCurveOptions) -> tuple[str, str]:
+    """Tasks A and B: ``--pair A,B``, else ``--task-a``/``--task-b``, else the set's default pair."""
+    if options.pair:
+        names = [x.strip() for x in options.pair.split(",")]
+        if len(names) != 2 or not all(names):
+            raise InterpError(f"--pair {options.pair!r}: give two tasks as A,B, e.g. capital,upper")
+        if options.task_a or options.task_b:
+            raise InterpError("give either --pair A,B or --task-a/--task-b, not both")
+        return names[0], names[1]
+    default_a, default_b = default_pair(task_set)
+    return options.task_a or default_a, options.task_b or default_b
 
 
 def mixture_curve(models: Mapping[str, LoadedModel], task_set: str, n_prompts: int, n_examples: int, seed: int,
@@ -269,19 +308,26 @@ def mixture_curve(models: Mapping[str, LoadedModel], task_set: str, n_prompts: i
 
     ``task_set`` and ``n_examples`` are resolved values (see :func:`resolve_task_set`).
     """
-    default_a, default_b = default_pair(task_set)
-    task_a, task_b = options.task_a or default_a, options.task_b or default_b
-    prompts, design = build_mixture_prompts(task_set, task_a, task_b, options.shares, n_prompts, n_examples,
+    task_a, task_b = curve_pair(task_set, options)
+    prompts, design = build_mixture_prompts(task_set, task_a, task_b, options.d or options.shares, n_prompts, n_examples,
                                             options.sampling, seed)
-    result = analyse(models, prompts, design, options.end_of_answer, options.batch_size, show_progress)
+    result = analyse(models, prompts, design, options.end_of_answer, options.batch_size, show_progress, options.n_boot)
     result.task_set, result.task_a, result.task_b, result.n_examples = task_set, task_a, task_b, n_examples
     result.prompts = prompts
     return result
 
 
 def format_curve(curve: pd.DataFrame) -> str:
-    cols = ["model", "d", "p_a", "p_b", "other"]
-    return curve[cols].to_string(index=False, float_format="%.3f")
+    """Per model and d: P(A), P(B), other as ``mean [95% CI]``, the split entropy and the prompt count."""
+    if "p_a_ci_low" not in curve.columns:
+        return curve[["model", "d", "p_a", "p_b", "other"]].to_string(index=False, float_format="%.3f")
+    table = curve[["model", "d"]].copy()
+    for col, label in (("p_a", "P(A)"), ("p_b", "P(B)"), ("other", "other"), ("p_second", "p_second"),
+                       ("entropy", "split entropy")):
+        table[label] = [format_ci(m, lo, hi) for m, lo, hi in
+                        zip(curve[col], curve[f"{col}_ci_low"], curve[f"{col}_ci_high"])]
+    table["n"] = curve["n_prompts"]
+    return table.to_string(index=False)
 
 
 def evaluate_trained(model: LoadedModel, model_dir: str | Path, n_prompts: int = 50, seed: int = 0,

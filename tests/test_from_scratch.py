@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import load_cached
@@ -155,3 +156,29 @@ def test_in_context_curve_needs_a_trained_model(tmp_path) -> None:
 
     with pytest.raises(InterpError, match="training_config.json"):
         trained_in_context_curve(tmp_path)
+
+
+def test_mixture_curve_for_a_pretrained_model_and_a_user_task_set(tmp_path) -> None:  # noqa: ANN001
+    """Any model (here a tiny pretrained-style model, no training config) and a task set from --tasks-file,
+    with --pair and --d; intervals per point and the per-prompt split statistics."""
+    from interp_app.cli import main
+
+    code = main(["run", "mixture-curve", "--model", "tiny-qwen2", "--tasks-file", "examples/tasks/animals.toml",
+                 "--task-set", "animals", "--pair", "sound,upper", "--d", "0,0.5,1", "--n-examples", "4",
+                 "--n-prompts", "3", "--n-boot", "100", "--out", str(tmp_path / "run")])
+    assert code == 0
+    curve = pd.read_csv(tmp_path / "run" / "curve.csv")
+    assert list(curve["d"]) == [0.0, 0.5, 1.0]
+    for col in ("p_a", "p_b", "other", "p_second", "entropy"):
+        assert (curve[f"{col}_ci_low"] <= curve[col] + 1e-12).all() and (curve[col] <= curve[f"{col}_ci_high"] + 1e-12).all()
+    assert ((curve["entropy"] >= 0) & (curve["entropy"] <= 1)).all()
+    per_prompt = pd.read_csv(tmp_path / "run" / "per_prompt.csv")
+    assert set(per_prompt["task_a"]) == {"sound"} and set(per_prompt["task_b"]) == {"upper"}
+    assert (tmp_path / "run" / "mixture_curve.png").is_file()
+
+
+def test_split_entropy() -> None:
+    from analyses.from_scratch import split_entropy
+
+    h = split_entropy(pd.Series([0.5, 1.0, 0.0, 0.2]), pd.Series([0.5, 0.0, 0.0, 0.2]))
+    assert h[0] == pytest.approx(1.0) and h[1] == 0.0 and np.isnan(h[2]) and h[3] == pytest.approx(1.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 from analyses.from_scratch import (
     MixtureCurveOptions,
     MixtureCurveResult,
-    default_pair,
+    curve_pair,
     format_curve,
     mixture_curve,
     resolve_task_set,
@@ -39,7 +39,8 @@ class MixtureCurveConfig(ModelOptions, TaskSetOptions, SampleOptions, OutputOpti
     model: str = field(default="", metadata={"help": "model spec or local HF dir (e.g. a checkpoints/from-scratch/... dir)"})
     compare: list[str] = field(default_factory=list, metadata={"help": "more models evaluated on the same prompts and overlaid"})
     labels: list[str] = field(default_factory=list, metadata={"help": "legend labels for --model and --compare models"})
-    task_set: str = field(default="", metadata={"help": "retrieval or bias-add (default: the model's training task set)"})
+    task_set: str = field(default="", metadata={"help": "any task set, e.g. retrieval, bias-add, country, or one from "
+                                                        "--tasks-file (default: the model's training task set)"})
     n_prompts: int = field(default=50, metadata={"help": "prompts per share d"})
 
 
@@ -73,10 +74,10 @@ def run_mixture_curve(config: MixtureCurveConfig, show_progress: bool = True) ->
     labels = _labels(config)
     models = {label: load_model(spec, device=config.device, dtype=config.dtype)
               for label, spec in zip(labels, [config.model, *config.compare])}
-    default_a, default_b = default_pair(task_set)
+    task_a, task_b = curve_pair(task_set, config)
     run = RunDir(out_dir(config, "mixture-curve", labels[0]), {
         "analysis": "mixture-curve", "config": asdict(config), "task_set": task_set,
-        "task_a": config.task_a or default_a, "task_b": config.task_b or default_b, "n_examples": n_examples,
+        "task_a": task_a, "task_b": task_b, "n_examples": n_examples,
         "models": {k: m.describe() for k, m in models.items()}}, overwrite=config.overwrite)
     result = mixture_curve(models, task_set, config.n_prompts, n_examples, config.seed, config, show_progress)
     save_prompts(result.prompts, run.file("prompts.jsonl"))
