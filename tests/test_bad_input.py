@@ -137,6 +137,7 @@ TR = ["train", "--task-set", "bias-add", "--n-layers", "1", "--d-model", "16", "
       "--batch-size", "2", "--n-examples", "4", "--warmup-steps", "1", "--eval-prompts", "0", "--out", f"{TMP}/train"]
 CB = ["cache", "build", "--model", "tiny-llama", "--task-set", "ab", "--n-prompts", "2", "--examples-per-task", "3",
       "--cache-dir", f"{TMP}/cache"]
+SS = ["run", "scale-study", "--models", "tiny-llama", "--task-sets", "ab", "--n-prompts", "2", "--out", f"{TMP}/out"]
 RP = ["report", "--model", "tiny-llama", "--task-sets", "ab", "--n-prompts", "2", "--sections", "superposition",
       "--out", f"{TMP}/rep", "--cache-dir", f"{TMP}/cache"]
 
@@ -305,6 +306,17 @@ CLI_CASES: list[Case] = [
     Case("cache rm:bad age", "cache rm", ["cache", "rm", "--older-than", "soon", "--cache-dir", f"{TMP}/cache"]),
     Case("cache rm:negative age", "cache rm", ["cache", "rm", "--older-than=-1d", "--cache-dir", f"{TMP}/cache"]),
     Case("cache rm:bad key", "cache rm", ["cache", "rm", "xyz", "--cache-dir", f"{TMP}/cache"]),
+    Case("models fetch:unknown model", "models fetch", ["models", "fetch", "nosuch-model"]),
+    Case("models fetch:no model named", "models fetch", ["models", "fetch"]),
+    Case("models ls:unknown flag", "models ls", ["models", "ls", "--all-of-them"]),
+    *_cli("run scale-study", SS, [
+        ("unknown flag", ["--frobnicate"]),
+        ("n-prompts not a number", ["--n-prompts", "few"]),
+        ("unknown device", ["--device", "tpu"]),
+        ("n-prompts 0", ["--n-prompts", "0"]),
+        ("num-beams 0", ["--num-beams", "0"]),
+        ("unknown task set", ["--task-sets", "nosuch"]),
+    ]),
     *_cli("report", RP, [
         ("unknown section", ["--sections", "nosuch"]),
         ("unknown section in --set", ["--set", "nosuch.x=1"]),
@@ -467,9 +479,9 @@ API_CASES: list[Case] = [
     Case("ScaleOptions:min_tasks 0", API, api=_opts("analyses.scale", "ScaleOptions", min_tasks=0)),
     Case("PromptOptions:n_prompts 0", API, api=_opts("interp_app.options", "PromptOptions", n_prompts=0)),
     Case("TrainConfig:lr negative", API, api=_opts("interp.training", "TrainConfig", lr=-1.0)),
-    Case("train:checkpoint_every 0", API, api=_train(checkpoint_every=0)),
-    Case("train:beta1 1.5", API, api=_train(beta1=1.5)),
-    Case("train:lr nan", API, api=_train(lr=math.nan)),
+    Case("train():checkpoint_every 0", API, api=_train(checkpoint_every=0)),
+    Case("train():beta1 1.5", API, api=_train(beta1=1.5)),
+    Case("train():lr nan", API, api=_train(lr=math.nan)),
 ]
 
 CASES = CLI_CASES + API_CASES
