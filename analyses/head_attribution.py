@@ -17,7 +17,14 @@ from ``attn.hook_z`` and ``W_O`` (never for every position). With grouped-query 
 ``hook_z`` is already per *query* head, so heads are ``L{layer}H{query head}``.
 
 **Overlap.** Each task's top-n heads (by mean attribution over prompts), their Jaccard overlap
-across tasks, and a heads × tasks table: do different tasks use different heads?
+across tasks, and a heads × tasks table: do different tasks use different heads? DLA reads each
+answer's *first* token. When two tasks' answers share their first token in a prompt (``ab``: sums
+≥ 100 start with ``1`` like many operands) the two tasks' attributions there are the same number,
+which would manufacture overlap; such prompts are **excluded** from the head table, the rankings
+and the overlap (``HeadAttributionResult.excluded_shared`` counts them; if every prompt shares,
+all are kept and the count says so). Every head's mean attribution carries a 95 % bootstrap
+interval over prompts, and ``top_n_stability`` says how often the head stays in its task's top-n
+across bootstrap resamples of the prompts.
 
 **Ablation (causal check).** Replace the top-n heads of task k — at *every* position of the
 prompt and of the teacher-forced answer — by their mean output (``z`` averaged over all prompts
@@ -61,6 +68,7 @@ from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
 from interp.scoring import score_prompts
+from interp.stats import bootstrap_mean, resample_indices
 from interp.validate import Validated
 
 Head = tuple[int, int]
@@ -143,6 +151,7 @@ class HeadAttributionResult:
     tasks: list[str]
     n_layers: int
     n_heads: int
+    excluded_shared: int = 0  # prompts left out of heads/rankings/overlap: two tasks' answers share a first token
 
 
 def _components(model: LoadedModel, attn_bias: bool, norm_bias: bool) -> list[dict[str, Any]]:
@@ -293,17 +302,52 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
             "the adapter misdescribes this architecture — please report it")
     components = (attributions.groupby(["task", "component", "kind", "layer", "head"], sort=False)
                   [["logit_attr", "diff_attr"]].mean().reset_index())
-    heads = _head_table(attributions[attributions["kind"] == "head"])
-    return HeadAttributionResult(attributions, closure, heads, components, tasks, L, H)
+    # Prompts where two tasks' answers start with the same token: their first-token DLA cannot tell the
+    # tasks apart, so they stay out of the head table, rankings and overlap.
+    shared = [p.prompt_id for p, row in zip(prompts, tokens.tolist()) if len(set(row)) < len(row)]
+    keep = attributions["kind"] == "head"
+    if len(shared) < len(prompts):
+        keep &= ~attributions["prompt_id"].isin(shared)
+    heads = _head_table(attributions[keep])
+    return HeadAttributionResult(attributions, closure, heads, components, tasks, L, H, excluded_shared=len(shared)
+                                 if len(shared) < len(prompts) else 0)
 
 
-def _head_table(head_rows: pd.DataFrame) -> pd.DataFrame:
+def _bootstrap_weights(n_prompts: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n_prompts]`` resample weights (how often each prompt is drawn / n): ``W @ X`` gives the
+    resampled means of every column of a per-prompt matrix ``X`` at once."""
+    idx = resample_indices(n_prompts, n_boot, seed)
+    weights = np.zeros((n_boot, n_prompts))
+    np.add.at(weights, (np.repeat(np.arange(n_boot), n_prompts), idx.reshape(-1)), 1.0)
+    return weights / n_prompts
+
+
+def _head_table(head_rows: pd.DataFrame, top_n: int = 5, n_boot: int = 1000) -> pd.DataFrame:
     g = head_rows.groupby(["task", "component", "layer", "head"], sort=False)
     table = g.agg(logit_attr=("logit_attr", "mean"), logit_attr_std=("logit_attr", "std"),
-                  diff_attr=("diff_attr", "mean"), diff_attr_std=("diff_attr", "std")).reset_index()
+                  diff_attr=("diff_attr", "mean"), diff_attr_std=("diff_attr", "std"),
+                  n_prompts=("prompt_id", "nunique")).reset_index()
     table = table.rename(columns={"component": "head_name"})
     for metric, col in METRICS.items():
         table[f"rank_{metric}"] = table.groupby("task")[col].rank(ascending=False, method="first").astype(int)
+    # Intervals and top-n stability from one set of prompt resamples shared by every head and task.
+    keys = list(zip(table["task"], table["head_name"]))
+    weights = None
+    for metric, col in METRICS.items():
+        wide = head_rows.pivot_table(index="prompt_id", columns=["task", "component"], values=col, aggfunc="mean")
+        wide = wide.reindex(columns=pd.MultiIndex.from_tuples(keys))
+        if weights is None:
+            weights = _bootstrap_weights(len(wide), n_boot)
+        means = weights @ wide.to_numpy()  # [n_boot, task × head]
+        table[f"{col}_ci_low"], table[f"{col}_ci_high"] = np.quantile(means, [0.025, 0.975], axis=0)
+        stability = np.zeros(len(keys))
+        for task in dict.fromkeys(table["task"]):
+            cols = np.flatnonzero(table["task"].to_numpy() == task)
+            n = min(top_n, len(cols))
+            top = np.argsort(-means[:, cols], axis=1)[:, :n]
+            counts = np.bincount(top.reshape(-1), minlength=len(cols))
+            stability[cols] = counts / len(means)
+        table[f"top_n_stability_{metric}"] = stability
     return table
 
 
@@ -324,14 +368,21 @@ def top_heads(result: HeadAttributionResult | pd.DataFrame, task: str, n: int = 
 
 
 def head_ranking(result: HeadAttributionResult | pd.DataFrame, n: int = 10, by: str = "logit") -> pd.DataFrame:
-    """Per-task ranking: ``task, rank, head_name, logit_attr, diff_attr`` for the top ``n`` heads."""
+    """Per-task ranking: ``task, rank, head_name, logit_attr, diff_attr`` for the top ``n`` heads, with the
+    ranked attribution's 95 % interval and ``top_n_stability`` (share of prompt resamples in which the head
+    is among its task's top 5) when the table has them."""
     table = _heads_table(result)
     out = table[table[f"rank_{by}"] <= n].sort_values(["task", f"rank_{by}"], kind="stable")
     out = out.rename(columns={f"rank_{by}": "rank"})
     order = list(dict.fromkeys(table["task"]))
     out["task"] = pd.Categorical(out["task"], order, ordered=True)
-    return out.sort_values(["task", "rank"])[["task", "rank", "head_name", "layer", "head", "logit_attr",
-                                              "diff_attr"]].reset_index(drop=True)
+    cols = ["task", "rank", "head_name", "layer", "head", "logit_attr", "diff_attr"]
+    col = METRICS[by]
+    if f"{col}_ci_low" in out.columns:
+        out = out.rename(columns={f"{col}_ci_low": "ci_low", f"{col}_ci_high": "ci_high",
+                                  f"top_n_stability_{by}": "top_n_stability"})
+        cols += ["ci_low", "ci_high", "top_n_stability", "n_prompts"]
+    return out.sort_values(["task", "rank"])[cols].reset_index(drop=True)
 
 
 def head_overlap(result: HeadAttributionResult | pd.DataFrame, n: int = 5, by: str = "logit"
@@ -471,7 +522,7 @@ def ablation_table(model: LoadedModel, prompts: Sequence[Prompt], result: HeadAt
     Returns:
         ``table``: one row per (ablated set, mode, measured task): ``ablated, mode, heads, task,
         prob_base, prob_ablated, delta_prob, rel_change, delta_logprob, specificity`` (means over
-        prompts; ``rel_change`` = mean ablated / mean base - 1, dominated by the prompts with the
+        prompts, ``delta_prob`` and ``delta_logprob`` with 95 % bootstrap intervals ``…_ci_low/high``; ``rel_change`` = mean ablated / mean base - 1, dominated by the prompts with the
         largest probabilities; ``delta_logprob`` = mean per-prompt change of log P, robust to that;
         ``specificity`` = mean Δlog P of the other tasks minus that of the ablated set's own task,
         positive when the ablation hurts its own task most);
@@ -497,11 +548,14 @@ def ablation_table(model: LoadedModel, prompts: Sequence[Prompt], result: HeadAt
         for task in result.tasks:
             a = g.xs(task, level="task")
             b = base_idx.xs(task, level="task").loc[a.index]
+            d_prob = bootstrap_mean((a["prob"] - b["prob"]).to_numpy())
+            d_logprob = bootstrap_mean((a["logprob"] - b["logprob"]).to_numpy())
             rows.append({"ablated": name, "mode": mode, "heads": a["heads"].iloc[0], "task": task,
                          "prob_base": b["prob"].mean(), "prob_ablated": a["prob"].mean(),
-                         "delta_prob": (a["prob"] - b["prob"]).mean(),
+                         "delta_prob": d_prob[0], "delta_prob_ci_low": d_prob[1], "delta_prob_ci_high": d_prob[2],
                          "rel_change": a["prob"].mean() / max(b["prob"].mean(), 1e-30) - 1,
-                         "delta_logprob": (a["logprob"] - b["logprob"]).mean()})
+                         "delta_logprob": d_logprob[0], "delta_logprob_ci_low": d_logprob[1],
+                         "delta_logprob_ci_high": d_logprob[2], "n_prompts": len(a)})
     table = pd.DataFrame(rows)
     # Specificity: how much more the ablated set lowers its own task than the other tasks (nats).
     table["specificity"] = np.nan
@@ -655,5 +709,8 @@ def format_heads(result: HeadsResult, n: int) -> str:
         lines.append(result.ablation[["ablated", "mode", "task", "prob_base", "prob_ablated", "rel_change",
                                       "delta_logprob"]]
                      .to_string(index=False, float_format="%.4f"))
+    if result.attribution.excluded_shared:
+        lines.append(f"{result.attribution.excluded_shared} prompt(s) whose tasks share an answer's first token "
+                     "left out of the head table, rankings and overlap")
     lines.append(f"max closure error: {result.attribution.closure['error'].max():.2e}")
     return "\n".join(lines)

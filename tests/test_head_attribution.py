@@ -234,3 +234,23 @@ def test_smollm2_decomposition_closes(smollm2) -> None:  # noqa: ANN001
     assert result.closure["error"].max() <= 1e-3  # logits of SmolLM2 are O(10); float32 sums of 301 terms
     heads = result.attributions[result.attributions["kind"] == "head"]
     assert heads["layer"].nunique() == 30 and heads["head"].nunique() == 9
+
+
+def test_head_intervals_stability_and_shared_first_token_exclusion(tiny_llama) -> None:  # noqa: ANN001
+    from analyses.head_attribution import head_attribution, head_ranking
+    from analyses.logit_lens import first_answer_tokens
+
+    prompts = _prompts(task_set="ab", n=6)
+    shared = [p.prompt_id for p in prompts if len(set(first_answer_tokens(tiny_llama, p).values())) < 3]
+    result = head_attribution(tiny_llama, prompts, show_progress=False, use_cache=False)
+    heads = result.heads
+    kept = len(prompts) - len(shared) if len(shared) < len(prompts) else len(prompts)
+    assert result.excluded_shared == (len(shared) if len(shared) < len(prompts) else 0)
+    assert (heads["n_prompts"] == kept).all()
+    assert (heads["logit_attr_ci_low"] <= heads["logit_attr"] + 1e-9).all()
+    assert (heads["logit_attr"] <= heads["logit_attr_ci_high"] + 1e-9).all()
+    # Stability: per task the top-5 frequencies sum to 5 (each resample has exactly 5 heads in its top set).
+    for _, g in heads.groupby("task"):
+        assert g["top_n_stability_logit"].sum() == pytest.approx(5.0)
+    ranking = head_ranking(result, n=3)
+    assert {"ci_low", "ci_high", "top_n_stability"} <= set(ranking.columns)
