@@ -59,10 +59,12 @@ from interp.patching import PATCH_MODES, Patch, patched_logprobs
 from interp.progress import progress
 from interp.prompts import Prompt, build_prompts
 from interp.scoring import score_prompts, tokenize_answers
+from interp.stats import bootstrap_mean, resample_indices
 from interp.tasks import Task, TaskSet, get_task_set
 from interp.validate import Validated, check_float
 
 FIT_METHODS = ("ls", "nnls", "simplex")
+N_BOOT_FITS = 200  # prompt resamples per fit for the weight / residual intervals
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -295,6 +297,9 @@ def summarize_sweep(sweep: pd.DataFrame) -> pd.DataFrame:
     g = sweep.groupby(["vector_task", "mode", "alpha", "layer"], sort=False)["prob"]
     out = g.agg(mean_prob="mean", sem=lambda s: float(s.std(ddof=1) / np.sqrt(len(s))) if len(s) > 1 else 0.0,
                 n_queries="count").reset_index()
+    bounds = [bootstrap_mean(v.to_numpy(), n_boot=500)[1:] for _, v in g]
+    out["ci_low"] = [b[0] for b in bounds]
+    out["ci_high"] = [b[1] for b in bounds]
     return out
 
 
@@ -465,31 +470,60 @@ def projection_fits(vectors: TaskVectors, targets: Sequence[ProjectionTarget], m
             for cand_name, cands in tgt.candidates.items():
                 basis = np.stack([vectors.mean[vectors.tasks.index(c), li].double().numpy() for c in cands])
                 for method in methods:
+                    # Intervals: the fit redone on bootstrap resamples of the prompts (mean level: the
+                    # resampled mean state; prompt level: the mean of resampled per-prompt fits).
+                    weights = _resample_weights(len(per), N_BOOT_FITS)
                     for level, y in levels.items():
                         w, res = fit_weights(y, basis, method)
                         ynorm = np.linalg.norm(y, axis=1)
                         cnorm = np.linalg.norm(y - center, axis=1)
+                        if level == "mean":
+                            yb = weights @ per
+                            wb, resb = fit_weights(yb, basis, method)
+                            rel_b = resb / np.linalg.norm(yb, axis=1)
+                        else:
+                            wb, rel_b = weights @ w, weights @ (res / ynorm)
+                        rl, rh = np.quantile(rel_b, [0.025, 0.975])
                         common = {"layer": layer, "target": tgt.label, "kind": tgt.kind, "candidates": cand_name,
                                   "method": method, "level": level, "residual": float(res.mean()),
                                   "rel_residual": float((res / ynorm).mean()),
+                                  "rel_residual_ci_low": float(rl), "rel_residual_ci_high": float(rh),
                                   "rel_residual_centered": float((res / cnorm).mean()),
-                                  "rel_residual_spread": float(res.mean() / max(spread, 1e-12)), "n": len(y)}
+                                  "rel_residual_spread": float(res.mean() / max(spread, 1e-12)), "n": len(per)}
+                        lo, hi = np.quantile(wb, [0.025, 0.975], axis=0)
                         for k, c in enumerate(cands):
                             rows.append({**common, "task": c, "share": tgt.shares.get(c, 0.0),
-                                         "weight": float(w[:, k].mean()), "weight_sd": float(w[:, k].std())})
+                                         "weight": float(w[:, k].mean()), "weight_sd": float(w[:, k].std()),
+                                         "weight_ci_low": float(lo[k]), "weight_ci_high": float(hi[k])})
     return pd.DataFrame(rows)
+
+
+def _resample_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n]``: row b averages bootstrap resample b of ``n`` prompts (``W @ X`` = resampled means)."""
+    idx = resample_indices(n, n_boot, seed)
+    weights = np.zeros((n_boot, n))
+    np.add.at(weights, (np.repeat(np.arange(n_boot), n), idx.reshape(-1)), 1.0)
+    return weights / n
 
 
 def weights_table(fits: pd.DataFrame, layer: int, method: str = "simplex", candidates: str = "all",
                   level: str = "mean") -> pd.DataFrame:
-    """Wide table at one layer: target × task weights next to shares, with the residuals."""
+    """Wide table at one layer: target × task weights next to shares, with the residuals; each weight's
+    and the relative residual's 95 % bootstrap interval over prompts (``lo_``/``hi_`` columns)."""
     s = fits[(fits["layer"] == layer) & (fits["method"] == method) & (fits["candidates"] == candidates)
              & (fits["level"] == level)]
     w = s.pivot_table(index=["target", "kind"], columns="task", values="weight", sort=False)
     sh = s.pivot_table(index=["target", "kind"], columns="task", values="share", sort=False)
-    res = s.groupby(["target", "kind"], sort=False)[["rel_residual", "rel_residual_centered",
-                                                     "rel_residual_spread"]].first()
-    table = pd.concat([sh.add_prefix("share_"), w.add_prefix("w_"), res], axis=1).reset_index()
+    parts = [sh.add_prefix("share_"), w.add_prefix("w_")]
+    if "weight_ci_low" in s.columns:
+        parts.append(s.pivot_table(index=["target", "kind"], columns="task", values="weight_ci_low",
+                                   sort=False).add_prefix("lo_w_"))
+        parts.append(s.pivot_table(index=["target", "kind"], columns="task", values="weight_ci_high",
+                                   sort=False).add_prefix("hi_w_"))
+    res_cols = [c for c in ("rel_residual", "rel_residual_ci_low", "rel_residual_ci_high", "rel_residual_centered",
+                            "rel_residual_spread") if c in s.columns]
+    res = s.groupby(["target", "kind"], sort=False)[res_cols].first()
+    table = pd.concat([*parts, res], axis=1).reset_index()
     return table
 
 

@@ -213,3 +213,15 @@ def test_run_writes_tables_and_figures(tmp_path):
     assert len(curves[curves["kind"] == "task_vector"]) == 4
     metrics = json.loads((r.out / "metrics.json").read_text())
     assert 0 <= metrics["analysis_layer"] < 2
+
+
+def test_projection_weights_carry_bootstrap_intervals(model, ab, vectors):
+    from analyses.task_vectors import projection_fits, projection_targets, weights_table
+
+    targets = projection_targets(model, ab, ["copy_op1", "copy_op2"], n_prompts=4, n_examples=4, seed=0,
+                                 controls=False, show_progress=False, use_cache=False)
+    fits = projection_fits(vectors, targets, methods=("simplex",))
+    assert (fits["weight_ci_low"] <= fits["weight"] + 1e-9).all() and (fits["weight"] <= fits["weight_ci_high"] + 1e-9).all()
+    assert (fits["rel_residual_ci_low"] <= fits["rel_residual_ci_high"]).all()
+    table = weights_table(fits, vectors.layers[0])
+    assert any(c.startswith("lo_w_") for c in table.columns) and "rel_residual_ci_high" in table.columns
