@@ -132,18 +132,20 @@ def test_unknown_section_lists_the_known_ones(tmp_path, capsys):
     assert "\n" not in err and not (tmp_path / "r").exists()
 
 
-def test_unknown_section_option_fails_that_section_only(tmp_path):
-    lines: list[str] = []
-    result = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path), sections="setup,superposition",
-                                       options=["superposition.beams=3"]), show_progress=False, log=lines.append)
-    assert list(result.failed) == ["superposition"]
-    assert result.failed["superposition"].startswith("unknown option 'beams' for section superposition: known options are topk, num_beams")
-    assert (tmp_path / "setup-setup.csv").exists()
+def test_a_bad_section_option_is_refused_before_anything_runs(tmp_path):
+    # Validation at the boundary: a bad --set is one error line, before a model is loaded or a file written.
+    with pytest.raises(InterpError, match="unknown option 'beams' for section superposition: known options are topk, num_beams"):
+        build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "a"), sections="setup,superposition",
+                                  options=["superposition.beams=3"]), **QUIET)
     with pytest.raises(InterpError, match="expected SECTION.OPTION=VALUE"):
         build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "x"), options=["num_beams=3"]), **QUIET)
-    bad = build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "y"), sections="superposition",
-                                    options=["superposition.num_beams=many"]), **QUIET)
-    assert bad.failed == {"superposition": "option superposition.num_beams='many': expected int"}
+    with pytest.raises(InterpError, match="option superposition.num_beams='many': expected int"):
+        build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "y"), sections="superposition",
+                                  options=["superposition.num_beams=many"]), **QUIET)
+    with pytest.raises(InterpError, match="superposition.num_beams must be at least 1"):
+        build_report(ReportConfig(model="tiny-llama", out=str(tmp_path / "z"), sections="superposition",
+                                  options=["superposition.num_beams=0"]), **QUIET)
+    assert not any((tmp_path / d).exists() for d in "axyz")
 
 
 def test_help_lists_every_command_with_one_line(capsys):
