@@ -148,6 +148,9 @@ def run_prompts_with_cache(
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                              past_key_values=full_cache(), use_cache=True, logits_to_keep=1)
+    if getattr(out, "past_key_values", None) is None:
+        raise InterpError(f"{model.name} ({type(model.hf_model).__name__}) returns no key/value cache: it is not a causal "
+                          "decoder the toolkit can score with; use a decoder-only language model")
     kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     return out.logits[:, -1].float(), kv, mask
 

@@ -100,6 +100,25 @@ def bad_json(tmp: Path) -> None:
     (tmp / "bad.json").write_text("{")
 
 
+def raising_py(tmp: Path) -> None:
+    (tmp / "raising.py").write_text("raise RuntimeError('my task file is broken')\n")
+
+
+def syntax_error_py(tmp: Path) -> None:
+    (tmp / "syntax.py").write_text("def (:\n")
+
+
+def unsupported_architecture(tmp: Path) -> None:
+    cfg = _model_copy(tmp, "bert") / "config.json"
+    values = json.loads(cfg.read_text())
+    values.update({"model_type": "bert", "architectures": ["BertModel"]})
+    cfg.write_text(json.dumps(values))
+
+
+def damaged_prompts_file(tmp: Path) -> None:
+    (tmp / "prompts.jsonl").write_text('{"prompt_id": 0, "text": "x"\n')
+
+
 def empty_train_config(tmp: Path) -> None:
     (tmp / "train" / "model").mkdir(parents=True)  # something trained is there: it must not be overwritten
     (tmp / "train" / "train_config.json").write_text("")
@@ -199,6 +218,10 @@ CLI_CASES: list[Case] = [
         ("tasks-file bad toml", ["--tasks-file", f"{TMP}/bad.toml"], bad_toml),
         ("tasks-file bad json", ["--tasks-file", f"{TMP}/bad.json"], bad_json),
         ("tasks-file wrong suffix", ["--tasks-file", f"{TMP}/afile"], a_file),
+        ("tasks-file .py that raises", ["--tasks-file", f"{TMP}/raising.py"], raising_py),
+        ("tasks-file .py with a syntax error", ["--tasks-file", f"{TMP}/syntax.py"], syntax_error_py),
+        ("model dir of an unsupported architecture", ["--model", f"{TMP}/bert"], unsupported_architecture),
+        ("separator only spaces around a digit", ["--separator", " 7 "]),
         ("unknown flag", ["--frobnicate"]),
         ("bool flag with a value", ["--topk=maybe"]),
     ]),
@@ -230,6 +253,7 @@ CLI_CASES: list[Case] = [
         ("skews nan", ["--skews", "nan"]),
         ("modes unknown", ["--modes", "swap"]),
         ("layers out of range", ["--layers", "99"]),
+        ("layers reversed range", ["--layers", "1-0"]),
         ("n-examples 0", ["--n-examples", "0"]),
         ("max-rows 0", ["--max-rows", "0"]),
         ("interp-layer out of range", ["--interp-layer", "99"]),
@@ -281,6 +305,9 @@ CLI_CASES: list[Case] = [
         ("unknown preset", ["--preset", "gpu-huge"]),
         ("untrainable task set", ["--task-set", "ab"]),
         ("unknown schedule", ["--schedule", "step"]),
+        ("unknown task", ["--tasks", "plus42"]),
+        ("bad curriculum", ["--curriculum", "plus1@soon"]),
+        ("d-model not divisible by n-heads", ["--d-model", "15"]),
         ("unknown device", ["--device", "tpu"]),
         ("out is a file", ["--out", f"{TMP}/afile"], a_file),
         ("empty train_config.json", [], empty_train_config),
@@ -400,6 +427,18 @@ def _load(*args: Any, **kw: Any) -> Callable[[Path], Any]:
     return call
 
 
+def _load_prompts(tmp: Path) -> Any:
+    from interp.prompts import load_prompts
+
+    return load_prompts(tmp / "prompts.jsonl")
+
+
+def _export(tmp: Path) -> Any:
+    from interp.training import export_checkpoint
+
+    return export_checkpoint(tmp)
+
+
 def _opts(module: str, cls: str, **kw: Any) -> Callable[[Path], Any]:
     def call(_tmp: Path) -> Any:
         import importlib
@@ -464,6 +503,8 @@ API_CASES: list[Case] = [
     Case("get_activations:layer out of range", API, api=_acts(layers=[99])),
     Case("get_activations:hooks a string", API, api=_acts(hooks="resid_post")),
     Case("load_model:spec an int", API, api=_load(123)),
+    Case("load_prompts:damaged file", API, api=lambda tmp: (damaged_prompts_file(tmp), _load_prompts(tmp))),
+    Case("export_checkpoint:no checkpoint", API, api=lambda tmp: _export(tmp)),
     Case("load_model:unknown device", API, api=_load("tiny-llama", device="tpu")),
     Case("load_model:unknown dtype", API, api=_load("tiny-llama", dtype="int8")),
     Case("patching:unknown mode", API, api=_patched(mode="swap", call=False)),
