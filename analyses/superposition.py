@@ -30,7 +30,7 @@ from interp.metrics import kl_per_prompt, superposition_metrics
 from interp.models import LoadedModel
 from interp.prompts import Prompt
 from interp.scoring import PromptState, score_prompts
-from interp.stats import SEED, bootstrap_diff, bootstrap_mean, format_ci, ols_with_ci
+from interp.stats import SEED, bootstrap_diff, bootstrap_mean, format_ci, ols_with_ci, with_ci_text
 from interp.topk import BeamConfig, enumerate_outputs, topk_counts
 from interp.validate import Validated
 
@@ -241,15 +241,27 @@ def _ci(row: Any, prefix: str = "", digits: int = 3) -> str:
     return format_ci(row[prefix], row[f"{prefix}_low"], row[f"{prefix}_high"], digits)
 
 
+def ci_text(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A table with ``mean, ci_low, ci_high`` shown as one ``mean [95% CI]`` column."""
+    return with_ci_text(table, digits)
+
+
+def summary_text(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The per-task summary as text columns: share, P [95% CI], each baseline and lift [95% CI], n."""
+    out = pd.DataFrame({"task": summary["task"], "share": summary["share"].round(3),
+                        "P [95% CI]": [_ci(r, digits=digits) for _, r in summary.iterrows()]})
+    for prefix, label in (("share0", "share-0"), ("zero_shot", "zero-shot"), ("single_task", "single-task"),
+                          ("lift", "lift")):
+        if prefix in summary.columns:
+            out[label] = [_ci(r, prefix, digits) for _, r in summary.iterrows()]
+    out["n_prompts"] = summary["n_prompts"]
+    return out
+
+
 def format_result(result: SuperpositionResult) -> str:
     """Per task P [95 % CI] beside its baselines and lift, the sorted means by rank, the metrics, as text."""
     s = result.summary
-    table = pd.DataFrame({"task": s["task"], "share": s["share"].map(lambda x: f"{x:.2f}"),
-                          "P [95% CI]": [_ci(r) for _, r in s.iterrows()]})
-    for prefix, label in (("share0", "share-0"), ("zero_shot", "zero-shot"), ("single_task", "single-task"),
-                          ("lift", "lift")):
-        if prefix in s.columns:
-            table[label] = [_ci(r, prefix) for _, r in s.iterrows()]
+    table = summary_text(s).drop(columns="n_prompts")
     n = int(s["n_prompts"].max()) if len(s) else 0
     lines = [f"P(answer) per task, mean over {n} prompts [95% bootstrap CI]",
              table.to_string(index=False)]

@@ -55,7 +55,7 @@ from interp_app.figures.from_scratch import plot_curves
 from interp_app.figures.heads import plot_head_attribution, plot_overlap_and_ablation
 from interp_app.figures.logit_lens import plot_logit_lens
 from interp_app.figures.scale import plot_scale
-from interp_app.figures.superposition import plot_stacked
+from interp_app.figures.superposition import plot_stacked, plot_summary
 from interp_app.figures.task_vectors import plot_interpolation, plot_layer_sweep, plot_residuals, plot_weights
 from interp_app.options import (
     CacheOptions,
@@ -377,6 +377,7 @@ class SuperpositionSectionOptions:
     max_new_tokens: int = 5
     examples_per_task: int = 0  # 0: the task set's default
     show_prompts: int = 12  # prompts drawn as stacked bars per task set
+    baselines: bool = True  # share-0, zero-shot and single-task baselines on the same queries
 
 
 def _prompts(ctx: ReportContext, task_set: str, n_prompts: int, examples_per_task: int | None = None) -> list:
@@ -391,7 +392,12 @@ def _prompts(ctx: ReportContext, task_set: str, n_prompts: int, examples_per_tas
                   "a bar stacks those probabilities (grey: mass on anything else). Task superposition means several "
                   "answers get substantial probability at once. KL compares the in-context mix with the answer "
                   "probabilities (raw: unnormalised as in the authors' code; renormalised: over the scored answers). "
-                  "r is how many task answers are among the model's K most likely outputs (K = number of tasks).",
+                  "r is how many task answers are among the model's K most likely outputs (K = number of tasks). "
+                  "Every number is a mean over prompts with a 95 % bootstrap interval [low, high]. Beside each task's "
+                  "P, baselines on the same queries: share-0 (that task's examples removed, the others kept: what the "
+                  "model gives the answer anyway), zero-shot (no examples), single-task (only that task's examples); "
+                  "lift = superposed − share-0 is what showing the task adds. Sorted means are by rank (the largest "
+                  "answer probability per prompt, the second largest, …), not by task.",
                   SuperpositionSectionOptions)
 def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions) -> SectionOutput:
     cfg = ctx.config
@@ -401,7 +407,8 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
     tables: dict[str, pd.DataFrame] = {}
     metric_rows = []
     summaries = []
-    options = sp.SuperpositionOptions(topk=opts.topk, num_beams=opts.num_beams, max_new_tokens=opts.max_new_tokens)
+    options = sp.SuperpositionOptions(topk=opts.topk, num_beams=opts.num_beams, max_new_tokens=opts.max_new_tokens,
+                                      baselines=opts.baselines)
     for task_set in progress(cfg.task_set_list(), desc="superposition task sets"):
         try:
             prompts = _prompts(ctx, task_set, cfg.n_prompts, opts.examples_per_task or None)
@@ -411,18 +418,27 @@ def section_superposition(ctx: ReportContext, opts: SuperpositionSectionOptions)
             metric_rows.append({"task_set": task_set, "error": str(exc)})
             continue
         m = result.metrics
-        metric_rows.append({"task_set": task_set, "n_prompts": m["n_prompts"], "n_tasks": m["n_tasks"],
-                            "kl_raw": m["kl_raw"], "kl_renormalised": m["kl_renormalised"], "other": m["other"],
-                            "r": m.get("r", float("nan")), "K": m.get("K", m["n_tasks"]),
-                            "boundary_mismatches": m["boundary_mismatches"]})
+        row: dict = {"task_set": task_set, "n_prompts": m["n_prompts"], "n_tasks": m["n_tasks"]}
+        for _, r in result.metric_intervals.iterrows():  # each metric with its 95 % interval over prompts
+            row.update({r["metric"]: r["mean"], f"{r['metric']}_ci_low": r["ci_low"],
+                        f"{r['metric']}_ci_high": r["ci_high"]})
+        row.setdefault("r", float("nan"))
+        row.update({"K": m.get("K", m["n_tasks"]), "boundary_mismatches": m["boundary_mismatches"],
+                    "excluded_prompts": m.get("excluded_prompts", 0)})
+        metric_rows.append(row)
         summaries.append(result.summary.assign(task_set=task_set))
         tables[f"{task_set}-scores"] = result.scores
         fig = plot_stacked(result.scores, result.summary, f"{model.name} · {task_set}", opts.show_prompts)
         html_parts.append(f"<h3>{esc(task_set)}</h3>" + _fig_html(
             fig, f"per-prompt P(answer) stacked by task (first {min(opts.show_prompts, len(prompts))} prompts), "
                  "their mean, and the in-context mix"))
-        html_parts.append(table_html(result.summary[["task", "share", "mean", "var", "sorted_mean"]],
+        html_parts.append(_fig_html(plot_summary(result.summary, f"{model.name} · {task_set} · {len(prompts)} prompts"),
+                                    "mean P(answer) per task with 95 % intervals, beside its baselines"))
+        html_parts.append(table_html(sp.summary_text(result.summary),
                                      csv_name=table_file("superposition", f"{task_set}-scores")))
+        html_parts.append("<p>Sorted means by rank</p>" + table_html(sp.ci_text(result.sorted_means)))
+        tables[f"{task_set}-sorted_means"] = result.sorted_means
+        tables[f"{task_set}-conditions"] = result.conditions
     metrics = pd.DataFrame(metric_rows)
     tables = {"metrics": metrics, "summary": pd.concat(summaries) if summaries else pd.DataFrame(), **tables}
     html_parts.insert(1, "<h3>Metrics</h3>" + table_html(metrics, csv_name=table_file("superposition", "metrics")))

@@ -34,7 +34,13 @@ def test_run_superposition_writes_every_output(tmp_path, capsys) -> None:
     assert list(scores.columns)[:7] == ["prompt_id", "task", "answer", "share", "prob", "logprob", "n_tokens"]
     assert len(scores) == 9
     summary = pd.read_csv(out / "summary.csv")
-    assert {"task", "mean", "var", "sorted_mean", "share"} <= set(summary.columns)
+    # Issue 14: intervals and baselines beside every task's mean; sorted means by rank in their own table.
+    assert {"task", "mean", "var", "share", "ci_low", "ci_high", "n_prompts", "share0", "zero_shot", "single_task",
+            "lift"} <= set(summary.columns)
+    assert "sorted_mean" not in summary.columns
+    sorted_means = pd.read_csv(out / "sorted_means.csv")
+    assert list(sorted_means["rank"]) == [1, 2, 3] and "task" not in sorted_means.columns
+    assert "[" in printed and "share-0" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"kl_raw", "kl_renormalised", "r", "other"} <= set(metrics)
     config = json.loads((out / "config.json").read_text())
