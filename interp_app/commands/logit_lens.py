@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyses.logit_lens import LogitLensOptions, LogitLensResult, analyse
+from interp.models import LoadedModel
 from interp.prompts import save_prompts
 from interp_app.command import Command
 from interp_app.figures.logit_lens import plot_logit_lens
@@ -33,10 +34,10 @@ class LogitLensRun(LogitLensResult):
     out: Path | None = None
 
 
-def run_logit_lens(config: LogitLensConfig, show_progress: bool = True) -> LogitLensRun:
-    """Build prompts, run the logit lens (with controls), write tables and the figure."""
+def run_logit_lens(config: LogitLensConfig, show_progress: bool = True, model: LoadedModel | None = None) -> LogitLensRun:
+    """Build prompts, run the logit lens (with controls), write tables and the figure (``model``: already loaded)."""
     prompts = make_prompts(config)
-    model = make_model(config)
+    model = model if model is not None else make_model(config)
     run = open_run(config, "logit-lens", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
     result = analyse(model, prompts, config, task_set=config.task_set, show_progress=show_progress,

@@ -15,7 +15,7 @@ from analyses.from_scratch import (
     resolve_task_set,
 )
 from interp.errors import InterpError
-from interp.models import load_model
+from interp.models import LoadedModel, load_model
 from interp.prompts import save_prompts
 from interp_app.command import Command
 from interp_app.figures.from_scratch import plot_curves
@@ -65,14 +65,17 @@ def curves_by_model(result: MixtureCurveResult) -> dict:
     return {label: g.drop(columns="model") for label, g in result.curve.groupby("model", sort=False)}
 
 
-def run_mixture_curve(config: MixtureCurveConfig, show_progress: bool = True) -> MixtureCurveRun:
-    """Build the mixed prompts, score every model, write tables, acceptance and the figure."""
+def run_mixture_curve(config: MixtureCurveConfig, show_progress: bool = True,
+                      loaded: dict[str, LoadedModel] | None = None) -> MixtureCurveRun:
+    """Build the mixed prompts, score every model, write tables, acceptance and the figure
+    (``loaded``: spec -> model already loaded, used instead of loading that spec again)."""
     if not config.model:
         raise InterpError("pass --model (e.g. checkpoints/from-scratch/retrieval-L4-d128-h8)")
     load_tasks_files(config.tasks_file)
     task_set, n_examples = resolve_task_set(config.model, config.task_set, config.n_examples)
     labels = _labels(config)
-    models = {label: load_model(spec, device=config.device, dtype=config.dtype)
+    loaded = loaded or {}
+    models = {label: loaded[spec] if spec in loaded else load_model(spec, device=config.device, dtype=config.dtype)
               for label, spec in zip(labels, [config.model, *config.compare])}
     task_a, task_b = curve_pair(task_set, config)
     run = RunDir(out_dir(config, "mixture-curve", labels[0]), {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from analyses.scale import ScaleOptions, ScaleResult, format_summary, model_loaders, scale
 from interp.errors import InterpError
+from interp.models import LoadedModel
 from interp.prompts import save_prompts
 from interp_app.command import Command
 from interp_app.figures.scale import plot_scale
@@ -46,12 +47,16 @@ class ScaleRun(ScaleResult):
     out: Path | None = None
 
 
-def run_scale(config: ScaleConfig, show_progress: bool = True) -> ScaleRun:
-    """Evaluate every model on the same K-task prompts; write tables and the figure."""
+def run_scale(config: ScaleConfig, show_progress: bool = True, loaded: dict[str, LoadedModel] | None = None) -> ScaleRun:
+    """Evaluate every model on the same K-task prompts; write tables and the figure
+    (``loaded``: spec -> model already loaded, used instead of loading that spec again)."""
     if not config.models:
         raise InterpError("pass --models (comma-separated model specs or HF dirs)")
     load_tasks_files(config.tasks_file)
     loaders = model_loaders(config.models, config.labels, config.device, config.dtype)
+    for (label, _), spec in zip(list(loaders.items()), config.models):
+        if loaded and spec in loaded:
+            loaders[label] = lambda m=loaded[spec]: m
     run = RunDir(out_dir(config, "scale", task_set=config.task_set), {"analysis": "scale", "config": asdict(config)},
                  overwrite=config.overwrite)
     result = scale(loaders, config.task_set, config.n_prompts, config.seed, config, show_progress)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from analyses.superposition import SuperpositionOptions, SuperpositionResult, analyse, format_result, seed_spread
 from interp.errors import InterpError
+from interp.models import LoadedModel
 from interp.prompts import save_prompts
 from interp_app.command import Command
 from interp_app.figures.superposition import plot_summary
@@ -30,14 +31,15 @@ class SuperpositionRun(SuperpositionResult):
     seed_spread: pd.DataFrame | None = None
 
 
-def run_superposition(config: SuperpositionConfig, show_progress: bool = True) -> SuperpositionRun:
-    """Build prompts, score them, and write the run directory."""
+def run_superposition(config: SuperpositionConfig, show_progress: bool = True,
+                      model: LoadedModel | None = None) -> SuperpositionRun:
+    """Build prompts, score them, and write the run directory (``model``: already loaded from ``config``'s spec)."""
     seeds = list(dict.fromkeys(config.seeds))
     if config.seeds and len(seeds) != len(config.seeds):
         raise InterpError("--seeds names a seed twice: give each seed once, e.g. 0,1,2")
     base_seed = seeds[0] if seeds else config.seed
     prompts = make_prompts(replace(config, seed=base_seed))
-    model = make_model(config)
+    model = model if model is not None else make_model(config)
     run = open_run(config, "superposition", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
     result = analyse(model, prompts, config, show_progress=show_progress)
