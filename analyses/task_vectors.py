@@ -135,9 +135,12 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         lo, dash, hi = part.partition("-")
         try:
-            layers.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+            span = range(int(lo), int(hi) + 1) if dash else [int(lo)]
         except ValueError:
             raise InterpError(f"bad layer range {part!r}: write e.g. 0-29 or 3,5,7") from None
+        if not span:
+            raise InterpError(f"empty layer range {part!r}: write the low layer first, e.g. 0-29")
+        layers.extend(span)
     bad = [x for x in layers if not 0 <= x < n_layers]
     if bad:
         raise InterpError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")

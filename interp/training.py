@@ -541,6 +541,10 @@ def save_hf_model(model: Any, directory: Path, info: dict[str, Any]) -> Path:
     return directory
 
 
+def _write_status(out: Path, state: str) -> None:
+    atomic_write_text(out / "status.json", json.dumps({"state": state}) + "\n")
+
+
 def _write_log(out: Path, history: list[dict[str, float]]) -> None:
     """``log.csv``: one row per logged step, rewritten whole (atomically), so a resumed run never repeats a row."""
     atomic_write_text(out / "log.csv", "".join(f"{h['step']},{h['loss']:.5f},{h['lr']:.3e},{h['elapsed_s']}\n"
@@ -582,6 +586,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         raise InterpError(f"{out} holds a checkpoint but no train_config.json: pass another --out, or remove "
                           f"{ckpt_dir} to start afresh")
     atomic_write_text(config_path, json.dumps(asdict(config), indent=2, sort_keys=True))
+    # "running" until the end: left behind, it says the run was killed or failed (rerun to continue).
+    _write_status(out, "running")
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -671,6 +677,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         "history": history,
     }
     model_dir = save_hf_model(model, out / "model", info)
+    _write_status(out, "complete" if finished else "stopped")
     atomic_write_text(out / "history.json", json.dumps(history))
     return TrainResult(config, model_dir, out, step, final_loss, wall, n_params, history, finished)
 

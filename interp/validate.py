@@ -86,6 +86,21 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+_RULES = ("min", "max", "gt", "lt", "choices", "nonempty")
+
+
+@cache
+def _rules(cls: type) -> dict[str, dict[str, Any]]:
+    """Range rules per field, inherited: a subclass that redefines a field (e.g. a new default for
+    ``n_prompts``) keeps the rules its bases declared unless it states its own."""
+    out: dict[str, dict[str, Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, f in getattr(klass, "__dataclass_fields__", {}).items():
+            rules = {k: f.metadata[k] for k in _RULES if k in f.metadata}
+            out[name] = {**out.get(name, {}), **rules}
+    return out
+
+
 def _check_type(value: Any, tp: Any, name: str) -> None:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -126,7 +141,7 @@ def check_options(obj: Any) -> None:
         value = getattr(obj, f.name)
         if f.name in hints:
             _check_type(value, hints[f.name], f.name)
-        meta = f.metadata
+        meta = _rules(type(obj)).get(f.name, {})
         if value is None:
             continue
         items = value if isinstance(value, list) else [value]

@@ -123,7 +123,9 @@ def test_disk_full_during_training_then_rerun_gives_the_uninterrupted_weights(tm
     assert "no space left" in one_error_line(capsys.readouterr().err)
     assert not temporaries(out)
     monkeypatch.undo()
+    assert json.loads((out / "status.json").read_text())["state"] == "running"  # unfinished
     assert main(train_args(out)) == 0
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
     assert main(train_args(ref)) == 0
     a, b = load_file(out / "model" / "model.safetensors"), load_file(ref / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
@@ -276,3 +278,14 @@ def test_sigkill_of_report_then_rerun_is_identical(tmp_path) -> None:
     assert tables and sorted(p.name for p in out.glob("*.csv")) == tables
     assert all((out / n).read_bytes() == (ref / n).read_bytes() for n in tables)
     assert not temporaries(out)
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys) -> None:
+    out = tmp_path / "t"
+    assert main(train_args(out, "--stop-at-step", "3")) == 0
+    weights = out / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(train_args(out)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "checkpoint" in line and "damaged" in line and "--no-resume" in line
+    assert main(train_args(out, "--no-resume", "--max-steps", "20")) == 0  # the named fix works
