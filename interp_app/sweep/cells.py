@@ -43,7 +43,7 @@ def _superposition_rows(cell: Cell, root: Path, model: LoadedModel) -> pd.DataFr
 
 
 def _logit_lens_rows(cell: Cell, root: Path, model: LoadedModel) -> pd.DataFrame:
-    result = run_logit_lens(cell.config(cell_dir(root, cell), Path(root) / "cache"), show_progress=False, model=model)
+    result = run_logit_lens(cell.config(cell_dir(root, cell)), show_progress=False, model=model)
     return result.entry.copy()
 
 

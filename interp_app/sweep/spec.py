@@ -98,13 +98,13 @@ class Cell:
         return {"cell_id": self.cell_id, "analysis": self.analysis, "model": self.model, "task_set": self.task_set,
                 "mixture": self.mixture, "seed": self.seed}
 
-    def config(self, out: Path, cache_dir: Path | None = None) -> Any:
-        kind = ANALYSES[self.analysis]
-        extra: dict[str, Any] = {"out": str(out)}
-        names = {f.name for f in dataclasses.fields(kind.config_cls)}
-        if cache_dir is not None and "cache_dir" in names and not self.kwargs.get("cache_dir"):
-            extra["cache_dir"] = str(cache_dir)
-        return kind.config_cls(**{**self.kwargs, **extra})
+    def config(self, out: Path) -> Any:
+        """The analysis's ``interp run …`` config writing into ``out``.
+
+        ``overwrite``: the cell's directory belongs to the sweep (its name holds the hash of these
+        options), so rerunning the cell there is always allowed, also after the sweep moved.
+        """
+        return ANALYSES[self.analysis].config_cls(**{**self.kwargs, "out": str(out), "overwrite": True})
 
     def to_json(self) -> dict[str, Any]:
         return {**self.params, "kwargs": self.kwargs}
@@ -325,8 +325,7 @@ def _expand(spec: SweepSpec) -> list[Cell]:
                         if kind.uses_mixture:
                             kwargs["mixture"] = "" if mixture == UNIFORM else mixture
                         kwargs.update(options)
-                        key = f"analyses.{name}"
-                        _validated(spec.source, key, lambda kw=kwargs, cls=kind.config_cls: cls(**kw))
+                        _validated(spec.source, name, options, lambda kw=kwargs, cls=kind.config_cls: cls(**kw))
                         # The defaults the config filled in are part of the cell (and of its hash).
                         full = dataclasses.asdict(kind.config_cls(**kwargs))
                         for drop in ("out", "overwrite"):
@@ -336,14 +335,17 @@ def _expand(spec: SweepSpec) -> list[Cell]:
     return cells
 
 
-def _validated(source: str, key: str, build: Callable[[], Any]) -> Any:
+def _validated(source: str, analysis: str, options: dict[str, Any], build: Callable[[], Any]) -> Any:
+    """``build()``; its one-line error prefixed with the key path the user wrote (not the CLI flag)."""
+    key = f"analyses.{analysis}"
     try:
         return build()
     except InterpError as exc:
         message = str(exc)
-        match = re.match(r"--([a-z0-9-]+)", message)
-        if match:  # name the key path the user wrote, not the CLI flag
-            key = f"{key}.{match.group(1).replace('-', '_')}"
+        match = re.search(r"--([a-z0-9-]+)", message)
+        if match:
+            name = match.group(1).replace("-", "_")
+            key = f"prompts.{name}" if name in PROMPT_KEYS and name not in options else f"{key}.{name}"
         raise _fail(source, key, message) from None
     except TypeError as exc:
         raise _fail(source, key, f"bad option ({exc})") from None
