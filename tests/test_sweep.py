@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -308,3 +309,61 @@ def test_ray_actor_loads_once_and_sets_threads(ray_instance) -> None:  # noqa: A
     info = ray_instance.get(actor.info.remote())
     ray_instance.kill(actor)
     assert info["threads"] == 2 and info["loads"] == 1 and info["pid"] != os.getpid()
+
+
+def test_unreachable_address_is_one_line(reference: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install ray==2.60.0 to run the Ray sweep tests")
+    spec_path, _, _ = reference
+    code = main(["sweep", "run", str(spec_path), "--out", str(tmp_path / "a"), "--executor", "ray",
+                 "--address", "127.0.0.1:1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: cannot reach the Ray cluster at '127.0.0.1:1'")
+    assert main(["sweep", "run", str(spec_path), "--out", str(tmp_path / "a"), "--address", "auto"]) == 2
+    assert "--address joins a Ray cluster: pass it with --executor ray" in capsys.readouterr().err
+
+
+KILL_GRID = """
+models = ["tiny-llama"]
+task_sets = ["ab"]
+seeds = [0, 1, 2, 3, 4, 5]
+[prompts]
+n_prompts = 1
+examples_per_task = 3
+[analyses.superposition]
+num_beams = 2
+max_new_tokens = 3
+n_boot = 20
+baselines = false
+"""
+
+
+def test_ray_worker_killed_mid_sweep_is_restarted(ray_instance, tmp_path: Path) -> None:  # noqa: ANN001
+    """SIGKILL the model actor after its first cell: Ray restarts it, the cells are retried, the table is the serial one."""
+    spec = load_spec(write_spec(tmp_path, KILL_GRID))
+    serial = run_sweep(spec, tmp_path / "serial").results
+    killed: list[int] = []
+
+    def kill_after_first_cell() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            for path in (tmp_path / "ray" / "state").glob("*.json"):
+                try:
+                    state = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if state.get("state") == "complete" and state.get("worker"):
+                    pid = int(state["worker"].rsplit(":", 1)[1])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=kill_after_first_cell)
+    thread.start()
+    outcome = run_sweep(spec, tmp_path / "ray", executor="ray")
+    thread.join()
+    assert killed and outcome.counts["complete"] == 6 and not outcome.failed
+    workers = set(sweep_status(tmp_path / "ray")[0]["worker"])
+    assert len(workers) == 2 and any(w.endswith(f":{killed[0]}") for w in workers)  # the restarted actor ran the rest
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / "results.parquet"), serial, check_exact=True)

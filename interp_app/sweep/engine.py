@@ -126,9 +126,9 @@ def driver_alive(info: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------ executors
 
 
-# on_start(cell) before a cell runs; on_done(cell, rows or None, error line or "") after.
+# on_start(cell) before a cell runs; on_done(cell, rows or None, error line or "", worker "host:pid") after.
 OnStart = Callable[[Cell], None]
-OnDone = Callable[[Cell, "pd.DataFrame | None", str], None]
+OnDone = Callable[[Cell, "pd.DataFrame | None", str, str], None]
 
 
 def group_by_model(cells: Iterable[Cell]) -> dict[tuple[str, str, str], list[Cell]]:
@@ -145,6 +145,7 @@ def run_serial(cells: list[Cell], root: Path, on_start: OnStart, on_done: OnDone
 
     from interp_app.sweep.cells import load_cell_model, one_line, run_cell
 
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -155,16 +156,16 @@ def run_serial(cells: list[Cell], root: Path, on_start: OnStart, on_done: OnDone
             except Exception as exc:  # noqa: BLE001 - the model's cells fail with its load error; the rest go on
                 for cell in group:
                     on_start(cell)
-                    on_done(cell, None, f"model did not load: {one_line(exc)}")
+                    on_done(cell, None, f"model did not load: {one_line(exc)}", worker)
                 continue
             for cell in group:
                 on_start(cell)
                 try:
                     rows = run_cell(cell, root, model)
                 except Exception as exc:  # noqa: BLE001 - recorded on the cell; the sweep goes on
-                    on_done(cell, None, one_line(exc))
+                    on_done(cell, None, one_line(exc), worker)
                 else:
-                    on_done(cell, rows, "")
+                    on_done(cell, rows, "", worker)
             del model
     finally:
         torch.set_num_threads(previous)
@@ -224,13 +225,13 @@ def _run_locked(spec: SweepSpec, sweep: SweepDir, executor: str, address: str | 
     def on_start(cell: Cell) -> None:
         sweep.set_state(cell.cell_id, "running")
 
-    def on_done(cell: Cell, rows: pd.DataFrame | None, error: str) -> None:
+    def on_done(cell: Cell, rows: pd.DataFrame | None, error: str, worker: str = "") -> None:
         if rows is not None and not error:
             sweep.write_rows(cell.cell_id, rows)
-            sweep.set_state(cell.cell_id, "complete")
+            sweep.set_state(cell.cell_id, "complete", worker=worker)
             log(f"  done   {cell.cell_id}")
         else:
-            sweep.set_state(cell.cell_id, "failed", error=error)
+            sweep.set_state(cell.cell_id, "failed", error=error, worker=worker)
             failed.append((cell.cell_id, error))
             log(f"  FAILED {cell.cell_id}: {error}")
 
@@ -281,5 +282,6 @@ def sweep_status(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             name = "todo"  # left by a killed driver: the next run redoes it
         rows.append({"cell_id": cell["cell_id"], "analysis": cell["analysis"], "model": cell["model"],
                      "task_set": cell["task_set"], "mixture": cell["mixture"], "seed": cell["seed"],
-                     "state": name, "attempts": state.get("attempts", 0), "error": state.get("error", "")})
+                     "state": name, "attempts": state.get("attempts", 0), "worker": state.get("worker", ""),
+                     "error": state.get("error", "")})
     return pd.DataFrame(rows), {**driver, "alive": alive}

@@ -15,6 +15,7 @@ rows the actors return.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,15 +51,17 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001 - every cell of this model reports the load error
             self.error = f"model did not load: {one_line(exc)}"
 
-    def run(self, cell: Cell) -> tuple[pd.DataFrame | None, str]:
+    def run(self, cell: Cell) -> tuple[pd.DataFrame | None, str, str]:
+        """(rows, "", worker) or (None, one-line error, worker); worker is ``host:pid``."""
         from interp_app.sweep.cells import one_line, run_cell
 
+        worker = f"{socket.gethostname()}:{os.getpid()}"
         if self.model is None:
-            return None, self.error
+            return None, self.error, worker
         try:
-            return run_cell(cell, self.root, self.model), ""
+            return run_cell(cell, self.root, self.model), "", worker
         except Exception as exc:  # noqa: BLE001 - recorded on the cell; the sweep goes on
-            return None, one_line(exc)
+            return None, one_line(exc), worker
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -66,15 +69,33 @@ class ModelWorker:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "loads": self.loads}
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address nobody answers on within ``timeout`` seconds (Ray itself retries for minutes)."""
+    if address == "auto":
+        return  # Ray reads the local cluster's address file and says at once when there is none
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InterpError(f"--address {address!r}: use auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InterpError(f"cannot reach the Ray cluster at {address!r} ({reason}): start one with `ray start --head` "
+                          "and pass --address auto, or check host:port") from None
+
+
 def connect(address: str | None) -> bool:
     """Join ``address`` or start a local instance; returns True when this call started Ray (and must stop it)."""
     import ray
 
+    if address:
+        check_reachable(address)
     if ray.is_initialized():
         return False  # e.g. a test session's instance, or the caller's own
     if address:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
             text = " ".join(str(exc).split())[:200]
             raise InterpError(f"cannot join the Ray cluster at {address!r} ({type(exc).__name__}: {text}): start one "
@@ -112,10 +133,11 @@ def run_ray(cells: list[Cell], root: Path, on_start: OnStart, on_done: OnDone, s
             ref = done[0]
             cell, actor = pending.pop(ref)
             try:
-                rows, error = ray.get(ref)
+                rows, error, worker = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a worker that died past its retries
-                rows, error = None, f"worker failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-            on_done(cell, rows, error)
+                rows, worker = None, ""
+                error = f"worker failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            on_done(cell, rows, error, worker)
             remaining[actor] -= 1
             if remaining[actor] == 0:
                 ray.kill(actor)  # free its CPUs / GPU for a model still waiting
