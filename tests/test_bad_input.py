@@ -119,6 +119,39 @@ def damaged_prompts_file(tmp: Path) -> None:
     (tmp / "prompts.jsonl").write_text('{"prompt_id": 0, "text": "x"\n')
 
 
+def _sweep(tmp: Path, name: str, text: str) -> None:
+    (tmp / name).write_text(text)
+
+
+SWEEP_OK = 'models = ["tiny-llama"]\ntask_sets = ["ab"]\nseeds = [0]\n[prompts]\nn_prompts = 1\n' \
+           'examples_per_task = 2\n[analyses.superposition]\nnum_beams = 2\nmax_new_tokens = 2\n'
+
+
+def sweep_bad_toml(tmp: Path) -> None:
+    _sweep(tmp, "bad.toml", "models = [")
+
+
+def sweep_unknown_key(tmp: Path) -> None:
+    _sweep(tmp, "s.toml", SWEEP_OK + "colour = 3\n")
+
+
+def sweep_zero_prompts(tmp: Path) -> None:
+    _sweep(tmp, "s.toml", SWEEP_OK.replace("n_prompts = 1", "n_prompts = 0"))
+
+
+def sweep_zero_beams(tmp: Path) -> None:
+    _sweep(tmp, "s.toml", SWEEP_OK.replace("num_beams = 2", "num_beams = 0"))
+
+
+def sweep_unknown_analysis(tmp: Path) -> None:
+    _sweep(tmp, "s.toml", SWEEP_OK + "[analyses.nosuch]\nx = 1\n")
+
+
+def sweep_ok_and_a_file(tmp: Path) -> None:
+    _sweep(tmp, "s.toml", SWEEP_OK)
+    a_file(tmp)
+
+
 def empty_train_config(tmp: Path) -> None:
     (tmp / "train" / "model").mkdir(parents=True)  # something trained is there: it must not be overwritten
     (tmp / "train" / "train_config.json").write_text("")
@@ -344,6 +377,23 @@ CLI_CASES: list[Case] = [
         ("num-beams 0", ["--num-beams", "0"]),
         ("unknown task set", ["--task-sets", "nosuch"]),
     ]),
+    Case("sweep run:spec missing", "sweep run", ["sweep", "run", f"{TMP}/missing.toml", "--out", f"{TMP}/sw"]),
+    Case("sweep run:spec not toml", "sweep run", ["sweep", "run", f"{TMP}/bad.toml", "--out", f"{TMP}/sw"],
+         setup=sweep_bad_toml),
+    Case("sweep run:unknown key", "sweep run", ["sweep", "run", f"{TMP}/s.toml", "--out", f"{TMP}/sw"],
+         setup=sweep_unknown_key),
+    Case("sweep run:n_prompts 0", "sweep run", ["sweep", "run", f"{TMP}/s.toml", "--out", f"{TMP}/sw"],
+         setup=sweep_zero_prompts),
+    Case("sweep run:num_beams 0", "sweep run", ["sweep", "run", f"{TMP}/s.toml", "--out", f"{TMP}/sw"],
+         setup=sweep_zero_beams),
+    Case("sweep run:unknown analysis", "sweep run", ["sweep", "run", f"{TMP}/s.toml", "--out", f"{TMP}/sw"],
+         setup=sweep_unknown_analysis),
+    Case("sweep run:out is a file", "sweep run", ["sweep", "run", f"{TMP}/s.toml", "--out", f"{TMP}/afile"],
+         setup=sweep_ok_and_a_file),
+    Case("sweep run:unknown executor", "sweep run", ["sweep", "run", f"{TMP}/s.toml", "--out", f"{TMP}/sw",
+                                                     "--executor", "threads"]),
+    Case("sweep status:no such directory", "sweep status", ["sweep", "status", f"{TMP}/nowhere"]),
+    Case("sweep status:a file", "sweep status", ["sweep", "status", f"{TMP}/afile"], setup=a_file),
     *_cli("report", RP, [
         ("unknown section", ["--sections", "nosuch"]),
         ("unknown section in --set", ["--set", "nosuch.x=1"]),
