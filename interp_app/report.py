@@ -43,6 +43,7 @@ from analyses import from_scratch as fs
 from analyses import head_attribution as ha
 from analyses import logit_lens as ll
 from analyses import scale as sc
+from analyses import scale_study as ss
 from analyses import superposition as sp
 from analyses import task_vectors as tv
 from interp.errors import InterpError
@@ -55,6 +56,7 @@ from interp_app.figures.from_scratch import plot_curves
 from interp_app.figures.heads import plot_head_attribution, plot_overlap_and_ablation
 from interp_app.figures.logit_lens import plot_logit_lens
 from interp_app.figures.scale import plot_scale
+from interp_app.figures.scale_study import plot_scale_study
 from interp_app.figures.superposition import plot_stacked, plot_summary
 from interp_app.figures.task_vectors import plot_interpolation, plot_layer_sweep, plot_residuals, plot_weights
 from interp_app.options import (
@@ -729,8 +731,52 @@ def section_scale(ctx: ReportContext, opts: ScaleSectionOptions) -> SectionOutpu
     return SectionOutput(html_out, {"summary": summary})
 
 
+# ------------------------------------------------------------------------------ scale (real models)
+
+@dataclass
+class ScaleRealSectionOptions:
+    models: str = ""  # comma-separated specs, e.g. smollm2-135m,gemma3-270m,qwen2.5-0.5b,qwen2.5-1.5b (opt-in: slow)
+    run: str = ""  # show an existing `interp run scale-study` run directory instead of computing
+    task_sets: str = "ab,country"
+    n_prompts: int = 4  # superposed prompts per task set
+    k_prompts: int = 2  # prompts per K in the K sweep (0: none)
+    num_beams: int = 5
+
+
+@register_section("scale_real", "Scale (real models)",
+                  "The same question on real pretrained models of the offline ladder (interp models ls): per model and "
+                  "task set, each task's P(full answer) with its 95 % interval, other mass, KL and r, on the same "
+                  "prompts for every model. The ladder mixes three families (SmolLM2, Gemma 3, Qwen2.5), so only "
+                  "Qwen2.5 0.5B → 1.5B compares sizes within one family. Opt-in (slow on a CPU): pass "
+                  "--set scale_real.models=... or --set scale_real.run=DIR of `interp run scale-study`.",
+                  ScaleRealSectionOptions)
+def section_scale_real(ctx: ReportContext, opts: ScaleRealSectionOptions) -> SectionOutput:
+    if opts.run:
+        per_set = _read_run_table(opts.run, "per_set.csv", "interp run scale-study")
+        per_task = _read_run_table(opts.run, "per_task.csv", "interp run scale-study")
+        title = f"scale study (from {opts.run})"
+    else:
+        specs = [m.strip() for m in opts.models.split(",") if m.strip()]
+        if not specs:
+            return SectionOutput(note("Not run (opt-in): fetch models with <code>interp models fetch NAME</code> and "
+                                      "pass <code>--set scale_real.models=smollm2-135m,gemma3-270m,...</code>, or show "
+                                      "a finished study with <code>--set scale_real.run=DIR</code>."))
+        options = ss.ScaleStudyOptions(task_sets=[t.strip() for t in opts.task_sets.split(",") if t.strip()],
+                                       n_prompts=opts.n_prompts, k_prompts=opts.k_prompts, num_beams=opts.num_beams,
+                                       seed=ctx.config.seed)
+        # The function `interp run scale-study` calls (one model in memory at a time).
+        result = ss.scale_study(sc.model_loaders(specs, device=ctx.config.device, dtype=ctx.config.dtype), options)
+        per_set, per_task = result.per_set, result.per_task
+        title = f"{opts.n_prompts} prompts per task set"
+    html_out = (_fig_html(plot_scale_study(per_set, title), "r/K and KL against parameters, one line per task set")
+                + table_html(per_set, csv_name=table_file("scale_real", "per_set"))
+                + table_html(per_task, csv_name=table_file("scale_real", "per_task")))
+    return SectionOutput(html_out, {"per_set": per_set, "per_task": per_task})
+
+
 # Page order (sections register in code order; this keeps the page's reading order explicit).
-_ORDER = ("setup", "superposition", "logit_lens", "head_attribution", "task_vectors", "from_scratch", "scale")
+_ORDER = ("setup", "superposition", "logit_lens", "head_attribution", "task_vectors", "from_scratch", "scale",
+          "scale_real")
 _ordered = {k: SECTIONS[k] for k in _ORDER if k in SECTIONS} | SECTIONS
 SECTIONS.clear()
 SECTIONS.update(_ordered)
