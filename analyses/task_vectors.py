@@ -743,8 +743,12 @@ def save_vectors(vectors: TaskVectors, path: Path, meta: dict[str, str]) -> None
     """Mean task vectors [task, layer, d_model] as safetensors (task names in the metadata)."""
     from safetensors.torch import save_file
 
-    save_file({"mean": vectors.mean.contiguous()}, str(path),
-              metadata={**meta, "tasks": ",".join(vectors.tasks), "layers": ",".join(map(str, vectors.layers))})
+    from interp.io import atomic_write
+
+    atomic_write(path, lambda tmp: save_file(  # temporary name + rename: never half a file
+        {"mean": vectors.mean.contiguous()}, str(tmp),
+        metadata={**meta, "tasks": ",".join(vectors.tasks), "layers": ",".join(map(str, vectors.layers))}),
+        suffix=".safetensors")
 
 
 def load_vectors(path: str | Path) -> tuple[list[str], list[int], Float[Tensor, "task layer d_model"]]:

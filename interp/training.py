@@ -534,10 +534,20 @@ class TrainResult:
 
 def save_hf_model(model: Any, directory: Path, info: dict[str, Any]) -> Path:
     """Save an ordinary HF model dir: safetensors weights, config, char ``tokenizer.json``, training info."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory), safe_serialization=True)
-    build_char_tokenizer().save_pretrained(str(directory))
-    atomic_write_text(directory / "training_config.json", json.dumps(info, indent=2) + "\n")
+    # Built beside the target and swapped in, so a kill never leaves half a model directory.
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    build_char_tokenizer().save_pretrained(str(tmp))
+    atomic_write_text(tmp / "training_config.json", json.dumps(info, indent=2) + "\n")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
