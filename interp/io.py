@@ -128,4 +128,6 @@ def os_error_line(exc: OSError, fix: str = "") -> str:
             fix or "choose another path")
     if code == errno.ENOENT:
         return f"{where} does not exist: {fix or 'check the path'}"
+    if exc.filename is None and code is None:
+        return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no details'}" + (f": {fix}" if fix else "")
     return f"{reason}: {where}" + (f": {fix}" if fix else "")

@@ -91,6 +91,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # Ranges of the numeric fields, checked when a config is made: (min, max, exclusive?) per bound.
+MAX_POSITIONS = 2048  # LlamaConfig.max_position_embeddings of the trained models
+_SEED_MAX = 2**63 - 1  # torch.manual_seed's range
 _INT_MIN = {"n_layers": 1, "d_model": 1, "n_heads": 1, "d_mlp": 0, "n_examples": 1, "batch_size": 1, "max_steps": 1,
             "warmup_steps": 0, "seed": 0, "threads": 0, "checkpoint_every": 1, "log_every": 1, "stop_at_step": 0}
 _FLOAT_RULES: dict[str, dict[str, float]] = {
@@ -160,6 +162,7 @@ class TrainConfig(Validated):
     def _validate(self) -> None:
         for name, lo in _INT_MIN.items():
             check_int(getattr(self, name), name, min=lo)
+        check_int(self.seed, "seed", max=_SEED_MAX)
         for name, rule in _FLOAT_RULES.items():
             check_float(getattr(self, name), name, **rule)
         check_choice(self.schedule, "schedule", ("wsd", "cosine", "constant"))
@@ -225,6 +228,36 @@ class TrainConfig(Validated):
                 raise InterpError(f"{name} must be at least 1")
         task_names(self)  # raises for unknown task names
         curriculum_stages(self)  # raises for a malformed curriculum
+        self.check_size()
+
+    def check_size(self) -> None:
+        """Refuse a model or batch that cannot fit, from an estimate, before anything is allocated.
+
+        Sequence: ``n_examples`` x (input, separator, answer, newline) tokens, at most the model's
+        2048 positions. Memory: weights, gradients and the two AdamW moments (4 x params x 4 bytes)
+        plus the activations kept for the backward pass (per token and layer ~ 16 d + 3 d_mlp +
+        heads x sequence, and the logits over the vocabulary).
+        """
+        from interp.validate import refuse_if_too_big
+
+        spec = training_spec(self.task_set)
+        seq = self.n_examples * (spec.input_length + len(get_task_set(self.task_set).separator) + 2)
+        if seq > MAX_POSITIONS:
+            raise InterpError(f"{self.n_examples} examples make {seq}-token sequences, more than the model's "
+                              f"{MAX_POSITIONS} positions: lower --n-examples")
+        vocab = 256
+        params = self.n_layers * (4 * self.d_model ** 2 + 3 * self.d_model * self.mlp_width) + 2 * vocab * self.d_model
+        per_token = self.n_layers * (6 * self.d_model + 2 * self.mlp_width) + vocab  # a lower bound, in floats
+        estimate = 16.0 * params + 4.0 * self.batch_size * seq * per_token
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            index = int(self.device.partition(":")[2] or 0)
+            limit = float(torch.cuda.get_device_properties(index).total_memory)
+        else:
+            from interp.validate import memory_bytes
+
+            limit = float(memory_bytes())
+        refuse_if_too_big(estimate, f"training this model ({params:,} parameters, batch {self.batch_size} x {seq} "
+                          "tokens)", "lower --d-model, --n-layers, --batch-size or --n-examples", limit=limit)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -368,7 +401,7 @@ def build_model(config: TrainConfig) -> Any:
         num_hidden_layers=config.n_layers,
         num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_heads,
-        max_position_embeddings=2048,
+        max_position_embeddings=MAX_POSITIONS,
         rope_theta=config.rope_theta,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
