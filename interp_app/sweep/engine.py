@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from interp.errors import InterpError
 from interp.io import atomic_write, atomic_write_text
 from interp_app.runs import write_table
+from interp_app.sweep.executors import run_serial
 from interp_app.sweep.spec import Cell, SweepSpec
 
 RESULTS = "results"
@@ -40,7 +41,7 @@ STATES = ("complete", "running", "failed", "todo")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class SweepDir:
@@ -123,54 +124,6 @@ def driver_alive(info: dict[str, Any]) -> bool:
     return True
 
 
-# ------------------------------------------------------------------------------ executors
-
-
-# on_start(cell) before a cell runs; on_done(cell, rows or None, error line or "", worker "host:pid") after.
-OnStart = Callable[[Cell], None]
-OnDone = Callable[[Cell, "pd.DataFrame | None", str, str], None]
-
-
-def group_by_model(cells: Iterable[Cell]) -> dict[tuple[str, str, str], list[Cell]]:
-    """Cells per (model, device, dtype), in grid order: one worker (one model load) per group."""
-    groups: dict[tuple[str, str, str], list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.model, cell.kwargs["device"], cell.kwargs["dtype"]), []).append(cell)
-    return groups
-
-
-def run_serial(cells: list[Cell], root: Path, on_start: OnStart, on_done: OnDone, threads: int | None = None) -> None:
-    """Every cell in this process, one model loaded at a time (Ray is not imported)."""
-    import torch
-
-    from interp_app.sweep.cells import load_cell_model, one_line, run_cell
-
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        for group in group_by_model(cells).values():
-            try:
-                model = load_cell_model(group[0])
-            except Exception as exc:  # noqa: BLE001 - the model's cells fail with its load error; the rest go on
-                for cell in group:
-                    on_start(cell)
-                    on_done(cell, None, f"model did not load: {one_line(exc)}", worker)
-                continue
-            for cell in group:
-                on_start(cell)
-                try:
-                    rows = run_cell(cell, root, model)
-                except Exception as exc:  # noqa: BLE001 - recorded on the cell; the sweep goes on
-                    on_done(cell, None, one_line(exc), worker)
-                else:
-                    on_done(cell, rows, "", worker)
-            del model
-    finally:
-        torch.set_num_threads(previous)
-
-
 # ------------------------------------------------------------------------------ the sweep
 
 
@@ -215,8 +168,9 @@ def _run_locked(spec: SweepSpec, sweep: SweepDir, executor: str, address: str | 
                 log: Callable[[str], None]) -> SweepOutcome:
     start = time.perf_counter()
     sweep.write_grid(spec)
+    started = _now()
     atomic_write_text(sweep.path / "driver.json", json.dumps(
-        {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(), "executor": executor}) + "\n")
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "executor": executor}) + "\n")
     todo = [c for c in spec.cells if sweep.state(c.cell_id)["state"] != "complete"]
     skipped = len(spec.cells) - len(todo)
     log(f"sweep: {len(spec.cells)} cells, {skipped} already complete, {len(todo)} to run ({executor})")
@@ -245,7 +199,8 @@ def _run_locked(spec: SweepSpec, sweep: SweepDir, executor: str, address: str | 
     results = merge(spec, sweep)
     counts = count_states(sweep, [c.cell_id for c in spec.cells])
     atomic_write_text(sweep.path / "driver.json", json.dumps(
-        {"pid": os.getpid(), "host": socket.gethostname(), "finished": _now(), "executor": executor}) + "\n")
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "finished": _now(),
+         "executor": executor}) + "\n")
     return SweepOutcome(sweep.path, counts, len(todo), skipped, failed, results, time.perf_counter() - start)
 
 

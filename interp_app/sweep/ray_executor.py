@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from interp.errors import InterpError
-from interp_app.sweep.engine import OnDone, OnStart, group_by_model
+from interp_app.sweep.executors import OnDone, OnStart, group_by_model
 from interp_app.sweep.spec import Cell, SweepSpec
 
 # Object store for a local instance: cells return small tables, so a small store is plenty.
