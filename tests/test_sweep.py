@@ -144,10 +144,16 @@ def test_bad_file_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_tasks_file_task_set(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "examples" / "tasks" / os.listdir(ROOT / "examples" / "tasks")[0], tmp_path)
-    name = os.listdir(tmp_path)[0]
-    spec = parse_spec({**BASE, "task_sets": ["ab"], "tasks_files": [name]}, source="t.toml", base=tmp_path)
-    assert spec.tasks_files == [str((tmp_path / name).resolve())]
+    """A task set from a user file (path relative to the sweep file), with a mixture of its tasks."""
+    shutil.copy(ROOT / "examples" / "tasks" / "animals.toml", tmp_path)
+    spec = parse_spec({**BASE, "task_sets": ["animals"], "tasks_files": ["animals.toml"],
+                       "mixtures": {"animals": ["uniform", "sound=0.5,upper=0.5"]}}, source="t.toml", base=tmp_path)
+    assert spec.tasks_files == [str((tmp_path / "animals.toml").resolve())]
+    assert [c.mixture for c in spec.cells] == ["uniform", "sound=0.5,upper=0.5"]
+    assert all(c.kwargs["tasks_file"] == spec.tasks_files for c in spec.cells)
+    with pytest.raises(InterpError, match="mixtures.animals: 'sound=0.5,bark=0.5' for task set 'animals'"):
+        parse_spec({**BASE, "task_sets": ["animals"], "tasks_files": ["animals.toml"],
+                    "mixtures": {"animals": ["sound=0.5,bark=0.5"]}}, source="t.toml", base=tmp_path)
 
 
 # ------------------------------------------------------------------------------ serial sweeps
