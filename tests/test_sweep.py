@@ -192,6 +192,23 @@ def test_rerun_skips_finished_cells(reference: tuple[Path, Path, pd.DataFrame], 
     pd.testing.assert_frame_equal(pd.read_parquet(copy / "results.parquet"), table, check_exact=True)
 
 
+def test_a_smaller_grid_in_the_same_directory_reuses_its_cells(reference: tuple[Path, Path, pd.DataFrame],
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells are found by the hash of their options: dropping analyses from the file reruns nothing,
+    and the merged table holds only the cells of the file as it is now."""
+    spec_path, out, table = reference
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    smaller = spec_path.read_text().split("[analyses.logit_lens]")[0]
+    monkeypatch.setattr(cells_module, "RUNNERS", {})  # any cell that ran would fail
+    outcome = run_sweep(load_spec(write_spec(tmp_path, smaller)), copy)
+    assert outcome.ran == 0 and outcome.skipped == 2
+    merged = pd.read_parquet(copy / "results.parquet")
+    expected = table[table["analysis"] == "superposition"].dropna(axis=1, how="all").reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged, expected, check_dtype=False, check_exact=True)
+    assert len(sweep_status(copy)[0]) == 2
+
+
 def test_resume_after_simulated_kill_gives_the_same_table(reference: tuple[Path, Path, pd.DataFrame],
                                                           tmp_path: Path) -> None:
     spec_path, out, table = reference

@@ -55,7 +55,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"{args.dir}: {len(table)} cells: {line}{who}")
     shown = table if args.cells else table[table["state"] == "failed"]
     if len(shown):
-        print(shown[["cell_id", "state", "attempts", "error"]].to_string(index=False, max_colwidth=120))
+        print(shown[["cell_id", "state", "attempts", "worker", "error"]].to_string(index=False, max_colwidth=120))
     return 0
 
 
