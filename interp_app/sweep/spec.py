@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from interp.errors import InterpError
 from interp.models import known_specs
 from interp.prompts import check_mixture_values, parse_mixture
@@ -140,6 +138,18 @@ def _fail(source: str, key: str, message: str) -> InterpError:
     return InterpError(f"sweep spec {source}: {where}{message}")
 
 
+def _toml() -> Any:
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # the same parser, for Python 3.10
+        except ModuleNotFoundError:
+            raise InterpError("reading a TOML sweep file needs Python 3.11+ (or `pip install tomli`): "
+                              "or write it as JSON") from None
+    return tomllib
+
+
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a ``.toml`` or ``.json`` sweep file (one-line error when it cannot be read)."""
     path = Path(path)
@@ -153,8 +163,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InterpError(f"sweep spec {path} cannot be read ({type(exc).__name__}): check the file") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        data = _toml().loads(text) if path.suffix == ".toml" else json.loads(text)
+    except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
         raise InterpError(f"sweep spec {name}: not valid {path.suffix[1:].upper()} ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise InterpError(f"sweep spec {name}: the top level must be a table of keys (models, task_sets, analyses, ...)")
