@@ -179,6 +179,8 @@ def test_serial_sweep_merges_every_cell(reference: tuple[Path, Path, pd.DataFram
         assert json.loads((run / "status.json").read_text())["state"] == "complete"
         assert (run / "config.json").is_file()
     assert (out / "cells" / spec.cells[0].cell_id / "summary.parquet").is_file()
+    for name in ("scale-ab", "mixture_curve-ab"):  # cross-model figures from the merged table
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
 
 
 def test_rerun_skips_finished_cells(reference: tuple[Path, Path, pd.DataFrame], tmp_path: Path,

@@ -197,6 +197,12 @@ def _run_locked(spec: SweepSpec, sweep: SweepDir, executor: str, address: str | 
 
             run_ray(todo, sweep.path, on_start, on_done, spec, address, log)
     results = merge(spec, sweep)
+    try:
+        from interp_app.sweep.figures import write_figures
+
+        write_figures(results, sweep.path)
+    except Exception as exc:  # noqa: BLE001 - a figure never costs the table
+        log(f"figures not written: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
     counts = count_states(sweep, [c.cell_id for c in spec.cells])
     atomic_write_text(sweep.path / "driver.json", json.dumps(
         {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "finished": _now(),
