@@ -65,10 +65,15 @@ def plot_overlap_and_ablation(jaccard: pd.DataFrame, ablation: pd.DataFrame | No
         ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, fontsize=7)
         ax.set_yticks(range(len(rows)), [f"ablate {r}" for r in rows], fontsize=7)
+        has_ci = "delta_logprob_ci_low" in sel.columns
         for i in range(len(rows)):
             for j in range(len(tasks)):
-                ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
-        ax.set_title(f"{mode}-ablation: mean Δ log P(answer)", fontsize=9)
+                text = f"{grid[i, j]:+.2f}"
+                if has_ci:  # the 95 % bootstrap interval over prompts under the mean
+                    rec = sel[(sel["ablated"] == rows[i]) & (sel["task"] == tasks[j])].iloc[0]
+                    text += f"\n[{rec['delta_logprob_ci_low']:+.2f}, {rec['delta_logprob_ci_high']:+.2f}]"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6)
+        ax.set_title(f"{mode}-ablation: mean Δ log P(answer) [95% CI]", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -22,7 +22,10 @@ def plot_layer_sweep(summary: pd.DataFrame, title: str = "") -> Figure:
         for t, c in colors.items():
             s = summary[(summary["vector_task"] == t) & (summary["mode"] == mode) & (summary["alpha"] == alpha)]
             ax.plot(s["layer"], s["mean_prob"], color=c, label=t)
-            ax.fill_between(s["layer"], s["mean_prob"] - s["sem"], s["mean_prob"] + s["sem"], color=c, alpha=0.2)
+            if "ci_low" in s.columns:  # 95 % bootstrap interval over queries
+                ax.fill_between(s["layer"], s["ci_low"], s["ci_high"], color=c, alpha=0.2)
+            else:
+                ax.fill_between(s["layer"], s["mean_prob"] - s["sem"], s["mean_prob"] + s["sem"], color=c, alpha=0.2)
             base = summary[(summary["vector_task"] == t) & (summary["mode"] == "none")]["mean_prob"]
             if len(base):
                 ax.axhline(float(base.iloc[0]), color=c, ls="--", lw=0.8)
@@ -42,7 +45,10 @@ def plot_weights(table: pd.DataFrame, tasks: Sequence[str], title: str = "") -> 
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, t in enumerate(tasks):
         x = np.arange(len(table)) + (k - (len(tasks) - 1) / 2) * width
-        ax.bar(x, table[f"w_{t}"], width=width, color=colors[k % len(colors)], label=f"w({t})")
+        err = None
+        if f"lo_w_{t}" in table.columns:  # 95 % interval from refits on prompt resamples
+            err = [(table[f"w_{t}"] - table[f"lo_w_{t}"]).clip(lower=0), (table[f"hi_w_{t}"] - table[f"w_{t}"]).clip(lower=0)]
+        ax.bar(x, table[f"w_{t}"], width=width, color=colors[k % len(colors)], label=f"w({t})", yerr=err, capsize=2)
         ax.scatter(x, table[f"share_{t}"], marker="_", s=200, color="black", zorder=3)
     ax.set_xticks(np.arange(len(table)), table["target"], rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("weight (bars) / share (—)")
