@@ -68,7 +68,7 @@ from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
 from interp.scoring import score_prompts
-from interp.stats import bootstrap_mean, resample_indices
+from interp.stats import bootstrap_mean, format_ci, resample_indices
 from interp.validate import Validated
 
 Head = tuple[int, int]
@@ -701,14 +701,24 @@ def analyse(model: LoadedModel, prompts: Sequence[Prompt], options: HeadsOptions
 
 def format_heads(result: HeadsResult, n: int) -> str:
     lines = []
+    ranking = result.ranking
     for task in result.attribution.tasks:
-        sel = result.ranking[(result.ranking["task"] == task) & (result.ranking["rank"] <= n)]
-        lines.append(f"{task:>12}: " + " ".join(sel["head_name"]))
+        sel = ranking[(ranking["task"] == task) & (ranking["rank"] <= n)]
+        if "ci_low" in sel:  # attribution with its 95 % interval and how often the head stays in the top n
+            ranked_by = METRICS["diff" if result.other_by == "logit" else "logit"]
+            heads = [f"{r.head_name} {format_ci(getattr(r, ranked_by), r.ci_low, r.ci_high)} ({r.top_n_stability:.0%})"
+                     for r in sel.itertuples()]
+        else:
+            heads = list(sel["head_name"])
+        lines.append(f"{task:>12}: " + ", ".join(heads))
     lines.append("jaccard:\n" + result.jaccard.to_string(float_format="%.2f"))
     if result.ablation is not None:
-        lines.append(result.ablation[["ablated", "mode", "task", "prob_base", "prob_ablated", "rel_change",
-                                      "delta_logprob"]]
-                     .to_string(index=False, float_format="%.4f"))
+        table = result.ablation[["ablated", "mode", "task", "prob_base", "prob_ablated", "rel_change"]].copy()
+        for col in ("delta_prob", "delta_logprob"):
+            table[col] = [format_ci(m, lo, hi) for m, lo, hi in zip(
+                result.ablation[col], result.ablation[f"{col}_ci_low"], result.ablation[f"{col}_ci_high"])] \
+                if f"{col}_ci_low" in result.ablation else result.ablation[col]
+        lines.append(table.to_string(index=False, float_format="%.4f"))
     if result.attribution.excluded_shared:
         lines.append(f"{result.attribution.excluded_shared} prompt(s) whose tasks share an answer's first token "
                      "left out of the head table, rankings and overlap")

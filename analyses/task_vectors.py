@@ -59,7 +59,7 @@ from interp.patching import PATCH_MODES, Patch, patched_logprobs
 from interp.progress import progress
 from interp.prompts import Prompt, build_prompts
 from interp.scoring import score_prompts, tokenize_answers
-from interp.stats import bootstrap_mean, resample_indices
+from interp.stats import bootstrap_mean, format_ci, resample_indices
 from interp.tasks import Task, TaskSet, get_task_set
 from interp.validate import Validated, check_float
 
@@ -311,8 +311,9 @@ def best_layers(summary: pd.DataFrame) -> pd.DataFrame:
     base = summary[summary["mode"] == "none"].set_index("vector_task")["mean_prob"]
     patched = summary[summary["mode"] != "none"]
     idx = patched.groupby(["vector_task", "mode", "alpha"], sort=False)["mean_prob"].idxmax()
-    best = patched.loc[idx, ["vector_task", "mode", "alpha", "layer", "mean_prob"]].rename(
-        columns={"vector_task": "task", "layer": "best_layer", "mean_prob": "best_prob"})
+    cols = ["vector_task", "mode", "alpha", "layer", "mean_prob"] + [c for c in ("ci_low", "ci_high") if c in patched]
+    best = patched.loc[idx, cols].rename(columns={"vector_task": "task", "layer": "best_layer", "mean_prob": "best_prob",
+                                                   "ci_low": "best_ci_low", "ci_high": "best_ci_high"})
     best["baseline_prob"] = best["task"].map(base)
     return best.reset_index(drop=True)
 
@@ -770,8 +771,19 @@ def add_spread_residual(fits: pd.DataFrame, mean: Float[Tensor, "task layer d_mo
 
 
 def format_result(r: TaskVectorResult) -> str:
-    best = r.best.to_string(index=False, float_format="%.3f")
-    w = r.weights.to_string(index=False, float_format="%.3f")
+    best = r.best.copy()
+    if "best_ci_low" in best:
+        best["best_prob"] = [format_ci(m, lo, hi) for m, lo, hi in
+                             zip(best["best_prob"], best.pop("best_ci_low"), best.pop("best_ci_high"))]
+    weights = r.weights.copy()
+    for col in [c for c in weights.columns if c.startswith("w_") and f"lo_{c}" in weights]:
+        weights[col] = [format_ci(m, lo, hi) for m, lo, hi in
+                        zip(weights[col], weights.pop(f"lo_{col}"), weights.pop(f"hi_{col}"))]
+    if "rel_residual_ci_low" in weights:
+        weights["rel_residual"] = [format_ci(m, lo, hi) for m, lo, hi in zip(
+            weights["rel_residual"], weights.pop("rel_residual_ci_low"), weights.pop("rel_residual_ci_high"))]
+    best = best.to_string(index=False, float_format="%.3f")
+    w = weights.to_string(index=False, float_format="%.3f")
     s = r.interp_summary
     tail = (f"interpolation {s['task_a']}→{s['task_b']} at layer {s['layer']}: mae_prob={s['mae_prob']:.3f} "
             f"mae_share={s['mae_share']:.3f} crossing tv={s['crossing_tv']:.2f} icl={s['crossing_icl']:.2f}")
