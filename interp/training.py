@@ -469,12 +469,29 @@ def _optimizer_from_safetensors(optimizer: torch.optim.Optimizer, tensors: dict[
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimizer, batcher: Batcher,
-                    state: dict[str, Any]) -> None:
-    """Write a resumable checkpoint atomically (a temp dir renamed over the old one)."""
+def _fresh_sibling(directory: Path) -> Path:
+    """An empty ``<directory>.tmp`` beside ``directory`` to build its replacement in."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, directory: Path) -> None:
+    """Replace ``directory`` by the finished ``tmp``; between the two renames the previous version
+    stays complete as ``<directory>.old`` (what :func:`checkpoint_dir` falls back to)."""
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimizer, batcher: Batcher,
+                    state: dict[str, Any]) -> None:
+    """Write a resumable checkpoint atomically (a temp dir renamed over the old one)."""
+    tmp = _fresh_sibling(directory)
     # clone(): tied embeddings share storage, which safetensors refuses to save twice.
     save_file({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _optimizer_to_safetensors(optimizer)
@@ -490,12 +507,7 @@ def save_checkpoint(directory: Path, model: Any, optimizer: torch.optim.Optimize
                 numpy_rng=[np_state[0], np_state[1].tolist(), *np_state[2:]],
                 python_rng=[py_state[0], list(py_state[1]), py_state[2]])
     atomic_write_text(tmp / "state.json", json.dumps(meta))
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(tmp, directory)
 
 
 def checkpoint_dir(out: Path) -> Path | None:
@@ -569,18 +581,11 @@ def save_hf_model(model: Any, directory: Path, info: dict[str, Any]) -> Path:
     """Save an ordinary HF model dir: safetensors weights, config, char ``tokenizer.json``, training info."""
     # Built beside the target and swapped in, so a kill never leaves half a model directory.
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_sibling(directory)
     model.save_pretrained(str(tmp), safe_serialization=True)
     build_char_tokenizer().save_pretrained(str(tmp))
     atomic_write_text(tmp / "training_config.json", json.dumps(info, indent=2) + "\n")
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(tmp, directory)
     return directory
 
 
