@@ -162,15 +162,17 @@ def summarise_sweep(per_prompt: pd.DataFrame, n_boot: int = 2000, seed: int = 0)
 
 def scale_study(models: Mapping[str, Callable[[], LoadedModel]], options: ScaleStudyOptions,
                 show_progress: bool = True,
-                on_model: Callable[[ScaleStudyResult], None] | None = None) -> ScaleStudyResult:
+                on_model: Callable[[ScaleStudyResult], None] | None = None,
+                prompts: dict[str, tuple[list[Prompt], list[Prompt], pd.DataFrame]] | None = None) -> ScaleStudyResult:
     """Run the study; one model is in memory at a time (``models`` maps a label to a loader).
 
     ``on_model`` receives the result so far after each model (the app writes it, so a long study
-    that is stopped keeps every finished model).
+    that is stopped keeps every finished model). ``prompts``: :func:`study_prompts` of ``options``
+    when the caller already built them.
     """
     if not models:
         raise InterpError("pass --models (comma-separated model specs or HF dirs)")
-    prompts = study_prompts(options)
+    prompts = prompts if prompts is not None else study_prompts(options)
     per_task, per_set, sweeps = [], [], []
     described: dict[str, dict[str, Any]] = {}
     for label, load in models.items():

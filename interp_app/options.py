@@ -58,12 +58,17 @@ class ModelOptions(Validated):
 
 
 @dataclass
-class TaskSetOptions(Validated):
+class TasksFileOptions(Validated):
     title: ClassVar[str] = "prompts"
-    task_set: str = field(default="country", metadata=_help("task set: ab, add-translate, country, word, retrieval, bias-add, or one from --tasks-file"))
     tasks_file: list[str] = field(default_factory=list, metadata=_help(
         "a .py file registering task sets, or a declarative .json/.toml task-set file (repeatable)",
         repeat=True, metavar="PATH"))
+
+
+@dataclass
+class TaskSetOptions(TasksFileOptions):
+    title: ClassVar[str] = "prompts"
+    task_set: str = field(default="country", metadata=_help("task set: ab, add-translate, country, word, retrieval, bias-add, or one from --tasks-file"))
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from analyses.scale import model_loaders
@@ -13,17 +13,13 @@ from interp.stats import format_ci
 from interp_app.command import Command
 from interp_app.commands.scale import ModelsOptions
 from interp_app.figures.scale_study import plot_k_sweep, plot_scale_study
-from interp_app.options import OutputOptions, add_dataclass_args, from_args, load_tasks_files, out_dir
+from interp_app.options import OutputOptions, TasksFileOptions, add_dataclass_args, from_args, load_tasks_files, out_dir
 from interp_app.runs import RunDir
 
 
 @dataclass
-class ScaleStudyConfig(ModelsOptions, OutputOptions, ScaleStudyOptions):
-    """``interp run scale-study``: models, task sets, prompts, output."""
-
-    tasks_file: list[str] = field(default_factory=list, metadata={
-        "help": "a .py file registering task sets, or a declarative .json/.toml task-set file (repeatable)",
-        "repeat": True, "metavar": "PATH"})
+class ScaleStudyConfig(ModelsOptions, TasksFileOptions, OutputOptions, ScaleStudyOptions):
+    """``interp run scale-study``: models, task sets (built-in or from ``--tasks-file``), prompts, output."""
 
 
 @dataclass
@@ -47,10 +43,11 @@ def run_scale_study(config: ScaleStudyConfig, show_progress: bool = True) -> Sca
         run.save_figure("scale_study", plot_scale_study(
             result.per_set, f"{config.n_prompts} prompts per task set, {config.examples_per_task} examples per task"))
 
-    for name, prompts in study_prompts(config).items():
-        save_prompts(prompts[0], run.file(f"prompts-{name}.jsonl"))
+    prompts = study_prompts(config)
+    for name, (superposed, _, _) in prompts.items():
+        save_prompts(superposed, run.file(f"prompts-{name}.jsonl"))
     # Tables and figures are rewritten after every model: a stopped study keeps the finished ones.
-    result = scale_study(loaders, config, show_progress, on_model=write)
+    result = scale_study(loaders, config, show_progress, on_model=write, prompts=prompts)
     return ScaleStudyRun(**vars(result), out=run.path)
 
 
