@@ -68,6 +68,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], su
     return target
 
 
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the half-written ``.name.tmp-*`` files a killed writer left in ``directory``.
+
+    Call it when a run (re)opens a directory it is the only writer of: anything found is stale.
+    """
+    for stale in Path(directory).glob(".*.tmp-*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=durable)

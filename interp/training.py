@@ -45,7 +45,7 @@ from torch import Tensor
 
 from interp.char_tokenizer import build_char_tokenizer
 from interp.errors import InterpError
-from interp.io import atomic_write_text
+from interp.io import atomic_write_text, remove_stale_temporaries
 from interp.progress import progress
 from interp.tasks import TaskSet, TrainingSpec, get_task_set, known_task_sets
 from interp.validate import Validated, check_choice, check_device, check_float, check_int
@@ -633,6 +633,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     elif checkpoint_dir(out) is not None:
         raise InterpError(f"{out} holds a checkpoint but no train_config.json: pass another --out, or remove "
                           f"{ckpt_dir} to start afresh")
+    remove_stale_temporaries(out)  # left by a killed earlier run; this one rewrites them
     atomic_write_text(config_path, json.dumps(asdict(config), indent=2, sort_keys=True))
     # "running" until the end: left behind, it says the run was killed or failed (rerun to continue).
     _write_status(out, "running")

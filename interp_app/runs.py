@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from interp.errors import InterpError
-from interp.io import atomic_write, atomic_write_text
+from interp.io import atomic_write, atomic_write_text, remove_stale_temporaries
 from interp.versions import versions
 
 # Keys of config.json that may differ between two invocations of the same run.
@@ -100,6 +100,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InterpError(f"cannot create {self.path} ({exc.strerror}): choose a writable --out") from None
+        remove_stale_temporaries(self.path)  # left by a killed earlier run; this run rewrites them
         self.config = {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "versions": versions(), "platform": platform.platform()}
         atomic_write_text(existing, json.dumps(self.config, indent=2, sort_keys=True, default=str) + "\n")

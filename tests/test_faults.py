@@ -158,6 +158,25 @@ def test_a_damaged_run_config_of_an_unfinished_run_is_restarted(tmp_path) -> Non
     assert main(superposition_args(out)) == 0
 
 
+def test_half_written_files_of_a_killed_run_are_removed_by_the_rerun(tmp_path) -> None:
+    # What a SIGKILL between mkstemp and rename leaves (seen in CI when the kill hit a figure save).
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "status.json").write_text('{"state": "running"}')
+    (out / ".superposition.svg.tmp-y0mu10ux.svg").write_text("<svg")
+    (out / ".scores.csv.tmp-abc123").write_text("prompt_id,ta")
+    assert main(superposition_args(out)) == 0
+    assert not temporaries(out)
+
+
+def test_half_written_files_of_a_killed_training_are_removed_by_the_rerun(tmp_path) -> None:
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / ".log.csv.tmp-k1ll3d").write_text("1,2.3")
+    assert main(train_args(out)) == 0
+    assert not temporaries(out)
+
+
 def test_interrupt_is_one_line_and_marks_the_run_failed(tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "run"
 
