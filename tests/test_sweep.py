@@ -183,6 +183,40 @@ def test_serial_sweep_merges_every_cell(reference: tuple[Path, Path, pd.DataFram
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
 
 
+def test_sweep_report_page_matches_the_merged_table(reference: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, table = reference
+    sweep = tmp_path / "sweep"
+    shutil.copytree(out, sweep)
+    assert main(["report", "--sweep", str(sweep)]) == 0
+    page = (sweep / "report" / "index.html").read_text()
+    for title in ("Grid", "Superposition across models", "Tasks in parallel (K)", "Mixture curves per model",
+                  "Logit lens across models"):
+        assert f"<h2>{title}</h2>" in page
+    assert page.count('class="figure"') >= 3 and "https://" not in page  # offline: everything inlined
+    # One seed: the page's P is the cell's own mean and interval, per model x task.
+    shown = pd.read_parquet(sweep / "report" / "superposition.parquet")
+    sp = table[table["analysis"] == "superposition"]
+    merged = shown.merge(sp, on=["model", "task_set", "mixture", "task"], suffixes=("", "_cell"))
+    assert len(merged) == len(sp) == 6
+    for col in ("mean", "ci_low", "ci_high"):
+        assert (merged[col] == merged[f"{col}_cell"]).all()
+    cells = pd.read_parquet(sweep / "report" / "superposition_cells.parquet")
+    assert sorted(cells["kl_raw"]) == sorted(sp.drop_duplicates("cell_id")["kl_raw"])
+    # An unfinished cell is shown as missing, not hidden: drop one cell's state and rebuild.
+    first = json.loads((sweep / "cells.json").read_text())[0]["cell_id"]
+    (sweep / "state" / f"{first}.json").unlink()
+    assert main(["report", "--sweep", str(sweep), "--out", str(tmp_path / "page")]) == 0
+    assert "1 cell(s) not finished" in capsys.readouterr().err
+    assert "1 to do" in (tmp_path / "page" / "index.html").read_text()
+
+
+def test_sweep_report_of_a_directory_without_results_is_one_line(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--sweep", str(tmp_path / "nowhere")]) == 2
+    assert "pass the --out of `interp sweep run`" in capsys.readouterr().err
+
+
 def test_rerun_skips_finished_cells(reference: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     spec_path, out, table = reference

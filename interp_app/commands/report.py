@@ -13,6 +13,9 @@ from interp_app.report import SECTIONS, ReportConfig, build_report
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, ReportConfig)
+    parser.add_argument("--sweep", default=None, metavar="DIR",
+                        help="instead of running analyses, draw the cross-model / cross-mixture page of a sweep "
+                             "directory (`interp sweep run … --out DIR`); written to DIR/report unless --out is given")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="SECTION.OPTION=VALUE",
                         help="a section option, e.g. superposition.num_beams=5 (repeatable; values parse as flags do)")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -22,11 +25,25 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cli_run(args: argparse.Namespace) -> int:
+    if args.sweep is not None:
+        return _sweep_report(args)
     result = build_report(from_args(ReportConfig, args))
     if result.failed:
         print(f"{len(result.failed)} section(s) failed: {', '.join(result.failed)} (see the page)", file=sys.stderr)
     print(result.index.resolve())
     return 1 if result.failed else 0
+
+
+def _sweep_report(args: argparse.Namespace) -> int:
+    from interp_app.sweep.report import build_sweep_report
+
+    default_out = next(f.default for f in dataclasses.fields(ReportConfig) if f.name == "out")
+    out = None if args.out == default_out else args.out
+    result = build_sweep_report(args.sweep, out, overwrite=args.overwrite)
+    if result.missing_cells:
+        print(f"{result.missing_cells} cell(s) not finished: the page shows the finished ones", file=sys.stderr)
+    print(result.index.resolve())
+    return 0
 
 
 COMMANDS = [
