@@ -165,10 +165,6 @@ def full_cache() -> DynamicCache:
     return DynamicCache()
 
 
-def select_cache(kv: list[tuple[Tensor, Tensor]], rows: Tensor) -> DynamicCache:
-    return DynamicCache([(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv])
-
-
 @torch.no_grad()
 def continuation_logprobs(
     model: LoadedModel,
@@ -185,28 +181,53 @@ def continuation_logprobs(
     attention mask — each continuation sees the prompt and its own earlier tokens only — so
     the prompt's cache is never copied per answer.
     """
-    device = model.device
-    batch, prompt_width = mask.shape
-    rows = torch.tensor(row_prompt, dtype=torch.long, device=device)
+    rows = torch.tensor(row_prompt, dtype=torch.long, device=model.device)
     first_lp = torch.log_softmax(last_logits, dim=-1).index_select(0, rows)  # [R, vocab]
     result = [[float(first_lp[r, c[0]])] for r, c in enumerate(continuations)]
-
-    # Pack all but the last token of every continuation, per prompt.
-    tokens: list[list[int]] = [[] for _ in range(batch)]
-    offsets: list[list[int]] = [[] for _ in range(batch)]  # position within its continuation
-    owners: list[list[int]] = [[] for _ in range(batch)]  # which continuation a token belongs to
-    where: dict[tuple[int, int], tuple[int, int]] = {}  # (row r, t) -> (prompt b, packed index)
+    # The distribution after token t of a continuation scores its token t + 1: pack all but the last.
+    heads = [c[:-1] for c in continuations]
+    if not any(heads):
+        return result
+    logp, where = packed_logprobs(model, kv, mask, row_prompt, heads)
     for r, c in enumerate(continuations):
+        for t in range(1, len(c)):
+            b, j = where[(r, t - 1)]
+            result[r].append(float(logp[b, j, c[t]]))
+    return result
+
+
+@torch.no_grad()
+def packed_logprobs(
+    model: LoadedModel,
+    kv: list[tuple[Tensor, Tensor]],
+    mask: Int[Tensor, "batch pos"],
+    row_prompt: list[int],
+    sequences: list[list[int]],
+    last_only: bool = False,
+) -> tuple[Float[Tensor, "batch packed d_vocab"], dict[tuple[int, int], tuple[int, int]]]:
+    """Next-token log-probs after every token of every sequence, each sequence continuing its prompt.
+
+    All sequences of one prompt are packed into a single row with a block ("tree") attention
+    mask — each sees the prompt's cached keys/values and its own earlier tokens only — so the
+    prompt's cache is never copied per sequence. Returns the log-probs and ``where``:
+    ``(sequence r, token t) -> (prompt row b, packed index)``. ``last_only`` (one prompt row):
+    compute the unembedding only after each sequence's last token; ``where`` then maps
+    ``(r, len - 1) -> (0, r)``.
+    """
+    device = model.device
+    batch, prompt_width = mask.shape
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    offsets: list[list[int]] = [[] for _ in range(batch)]  # position within its sequence
+    owners: list[list[int]] = [[] for _ in range(batch)]  # which sequence a token belongs to
+    where: dict[tuple[int, int], tuple[int, int]] = {}
+    for r, seq in enumerate(sequences):
         b = row_prompt[r]
-        for t, tok in enumerate(c[:-1]):
+        for t, tok in enumerate(seq):
             where[(r, t)] = (b, len(tokens[b]))
             tokens[b].append(tok)
             offsets[b].append(t)
             owners[b].append(r)
     width = max(len(t) for t in tokens)
-    if width == 0:
-        return result
-
     feed = torch.full((batch, width), pad_token_id(model), dtype=torch.long)
     offset = torch.zeros((batch, width), dtype=torch.long)
     owner = torch.full((batch, width), -1, dtype=torch.long)
@@ -227,14 +248,16 @@ def continuation_logprobs(
     else:
         attention_mask = attention_mask.to(device)
     cache = DynamicCache([(k, v) for k, v in kv])
-    logits = model.hf_model(input_ids=feed.to(device), attention_mask=attention_mask,
+    keep: int | Tensor = 0  # 0: every position
+    if last_only:
+        if batch != 1:
+            raise ValueError("last_only packs the sequences of one prompt row")
+        last = [(r, len(seq) - 1) for r, seq in enumerate(sequences)]
+        keep = torch.tensor([where[key][1] for key in last], device=device)
+        where = {key: (0, i) for i, key in enumerate(last)}
+    logits = model.hf_model(input_ids=feed.to(device), attention_mask=attention_mask, logits_to_keep=keep,
                             position_ids=position_ids.to(device), past_key_values=cache, use_cache=True).logits
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    for r, c in enumerate(continuations):
-        for t in range(1, len(c)):
-            b, j = where[(r, t - 1)]
-            result[r].append(float(logp[b, j, c[t]]))
-    return result
+    return torch.log_softmax(logits.float(), dim=-1), where
 
 
 def unencodable(model: LoadedModel, text: str) -> str | None:

@@ -27,7 +27,7 @@ import torch
 from interp.models import LoadedModel
 from interp.progress import progress
 from interp.prompts import Prompt
-from interp.scoring import PromptState, run_prompts_with_cache, select_cache
+from interp.scoring import PromptState, packed_logprobs, run_prompts_with_cache
 
 
 @dataclass
@@ -79,24 +79,20 @@ def enumerate_outputs(model: LoadedModel, prompt_text: str, config: BeamConfig |
         if step == cfg.max_new_tokens - 1:
             break
         # Next-token distributions of all live beams in one batched continuation.
-        lps = _next_distributions(model, last_logits, kv, mask, [b[0] for b in beams])
-        dists = lps
+        dists = _next_distributions(model, kv, mask, [b[0] for b in beams])
     return dict(sorted(finished.items(), key=lambda kv_: -kv_[1]))
 
 
-def _next_distributions(model: LoadedModel, last_logits: torch.Tensor, kv: list, mask: torch.Tensor,
+def _next_distributions(model: LoadedModel, kv: list, mask: torch.Tensor,
                         prefixes: list[list[int]]) -> list[torch.Tensor]:
-    """log-softmax over the vocabulary after each prefix (all prefixes have equal length)."""
+    """log-softmax over the vocabulary after each prefix of the prompt's first row.
 
-    rows = torch.zeros(len(prefixes), dtype=torch.long, device=model.device)
-    feed = torch.tensor(prefixes, dtype=torch.long, device=model.device)
-    cache = select_cache(kv, rows)
-    full_mask = torch.cat([mask.index_select(0, rows), torch.ones_like(feed)], dim=1)
-    start = mask.sum(-1, keepdim=True).index_select(0, rows)
-    position_ids = start + torch.arange(feed.shape[1], device=model.device)[None, :]
-    logits = model.hf_model(input_ids=feed, attention_mask=full_mask, position_ids=position_ids,
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
-    return list(torch.log_softmax(logits, dim=-1))
+    The prefixes go through one packed forward over the prompt's cache (tree attention), so the
+    cache is not copied per beam — copying it was most of the search's time on long prompts.
+    """
+    first_row = [(k[:1], v[:1]) for k, v in kv]
+    logp, where = packed_logprobs(model, first_row, mask[:1], [0] * len(prefixes), prefixes, last_only=True)
+    return [logp[0, where[(r, len(p) - 1)][1]] for r, p in enumerate(prefixes)]
 
 
 def topk_counts(model: LoadedModel, prompts: Sequence[Prompt], scores: pd.DataFrame,

@@ -71,3 +71,20 @@ def test_search_reusing_the_scoring_pass_equals_a_fresh_search(tiny_llama) -> No
         for text, prob in fresh.items():
             assert math.isclose(reused[p.prompt_id][text], prob, rel_tol=1e-4)
     assert reused[0], "the search found outputs to compare"
+
+
+def test_packed_beam_distributions_equal_plain_forwards_of_prompt_and_prefix(tiny_llama) -> None:
+    # The search scores all beams in one packed (tree-attention) forward over the prompt's cache;
+    # each beam's next-token distribution must be the one a plain forward of prompt + beam gives.
+    from interp.scoring import run_prompts_with_cache
+    from interp.topk import _next_distributions
+
+    p = build_prompts(get_task_set("ab"), n_prompts=1, examples_per_task=3)[0]
+    ids = tiny_llama.encode_prompt(p.text)
+    _, kv, mask = run_prompts_with_cache(tiny_llama, [ids])
+    prefixes = [[5, 9, 11], [5, 9, 12], [7, 3, 3], [40, 2, 8]]
+    packed = _next_distributions(tiny_llama, kv, mask, prefixes)
+    for prefix, got in zip(prefixes, packed, strict=True):
+        with torch.no_grad():
+            logits = tiny_llama.hf_model(torch.tensor([ids + prefix])).logits[0, -1].float()
+        assert torch.allclose(got, torch.log_softmax(logits, dim=-1), atol=1e-4)
