@@ -33,6 +33,9 @@ from typing import Any
 import torch
 
 from interp.adapter import ModelAdapter
+from interp.constructed import SPEC as CONSTRUCTED_SPEC
+from interp.constructed import ConstructedOptions, parse_constructed_spec
+from interp.constructed import prepare as prepare_constructed
 from interp.dtypes import parse_dtype
 from interp.errors import InterpError
 from interp.home import interp_home
@@ -227,6 +230,9 @@ def _prepare_tiny(arch: str, seed: int = 0) -> Path:
 
 
 register_model_spec("tiny-llama")(lambda: _prepare_tiny("llama"))
+# The hand-set superposition model (interp/constructed.py); options ride on the spec:
+# constructed-superposition:k=4,alphabet=abcdefghij,examples=16.
+register_model_spec(CONSTRUCTED_SPEC)(lambda: prepare_constructed(ConstructedOptions()))
 register_model_spec("tiny-qwen2")(lambda: _prepare_tiny("qwen2"))
 # The real-model ladder (interp/ladder.py): fetched once with `interp models fetch NAME`.
 for _name in LADDER:
@@ -260,6 +266,9 @@ def resolve_model_dir(spec: str) -> Path:
     """Turn a model spec into a prepared local HF directory (preparing it if needed)."""
     if spec in _SPECS:
         return _SPECS[spec]()
+    constructed = parse_constructed_spec(spec)
+    if constructed is not None:
+        return prepare_constructed(constructed)
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():

@@ -548,6 +548,45 @@ def _bias_add() -> TaskSet:
     )
 
 
+# ------------------------------------------------------------------ the constructed model's task set
+
+CONSTRUCTED_ALPHABET = "abcdefgh"
+CONSTRUCTED_TASKS = 3
+CONSTRUCTED_EXAMPLES = 12
+
+
+def shift_task_set(name: str = "constructed", n_tasks: int = CONSTRUCTED_TASKS, alphabet: str = CONSTRUCTED_ALPHABET,
+                   n_examples: int = CONSTRUCTED_EXAMPLES) -> TaskSet:
+    """One-letter inputs from ``alphabet``; task ``shift{s}`` (s = 1..n_tasks) answers the letter ``s`` places
+    further on (cyclically), e.g. ``c>e`` under ``shift2``.
+
+    The task set of the hand-set model ``constructed-superposition`` (:mod:`interp.constructed`): every
+    example is consistent with exactly one task (distinct shifts never agree), so a prompt's
+    in-context shares are known exactly. ``n_examples`` is the examples of a default (uniform) prompt.
+    """
+    def shifted(letter: str, s: int) -> str:
+        return alphabet[(alphabet.index(letter) + s) % len(alphabet)]
+
+    return TaskSet(
+        name=name,
+        description=f"letter x in {alphabet!r}; task shift{{s}} answers the letter s places on "
+                    "(the constructed superposition model's tasks)",
+        tasks=tuple(Task(f"shift{s}", (lambda x, s=s: shifted(x, s)), f"the letter {s} places after x", {"shift": s})
+                    for s in range(1, n_tasks + 1)),
+        inputs=tuple(alphabet),
+        separator=">",
+        examples_per_task=max(1, n_examples // n_tasks),
+        # A handful of one-letter inputs: examples repeat them and may show the query's letter.
+        inputs_may_repeat=True,
+        query_may_repeat=True,
+    )
+
+
+@register_task_set("constructed")
+def _constructed() -> TaskSet:
+    return shift_task_set()
+
+
 # ------------------------------------------------------------------ task sets from files
 
 

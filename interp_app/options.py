@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import interp.tasks as task_registry
+from interp.constructed import model_task_set
 from interp.dtypes import parse_dtype
 from interp.models import DEFAULT_MODEL, LoadedModel, load_model
 from interp.prompts import Prompt, build_prompts, parse_mixture
@@ -68,7 +69,18 @@ class TasksFileOptions(Validated):
 @dataclass
 class TaskSetOptions(TasksFileOptions):
     title: ClassVar[str] = "prompts"
-    task_set: str = field(default="country", metadata=_help("task set: ab, add-translate, country, word, retrieval, bias-add, or one from --tasks-file"))
+    #: The task set when neither --task-set nor the model names one ("" leaves the choice to the command).
+    fallback_task_set: ClassVar[str] = "country"
+    task_set: str = field(default="", metadata=_help(
+        "task set: ab, add-translate, country, word, retrieval, bias-add, constructed, or one from --tasks-file "
+        "(default: the model's own task set where it has one, e.g. constructed for constructed-superposition; "
+        "else country)"))
+
+    def _validate(self) -> None:
+        if not self.task_set:
+            # A model that comes with its task set (the constructed superposition model) is run on it.
+            own = model_task_set(str(getattr(self, "model", "") or ""))
+            self.task_set = own or self.fallback_task_set
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from analyses.from_scratch import (
     MixtureCurveOptions,
@@ -35,6 +36,8 @@ from interp_app.runs import RunDir
 @dataclass
 class MixtureCurveConfig(ModelOptions, TaskSetOptions, SampleOptions, OutputOptions, MixtureCurveOptions):
     """``interp run mixture-curve``: one or more models, the two-task mix, output."""
+
+    fallback_task_set: ClassVar[str] = ""  # "": the model's training task set (resolved when the model is read)
 
     model: str = field(default="", metadata={"help": "model spec or local HF dir (e.g. a checkpoints/from-scratch/... dir)"})
     compare: list[str] = field(default_factory=list, metadata={"help": "more models evaluated on the same prompts and overlaid"})
