@@ -21,6 +21,7 @@ from interp_app.commands import (
     cache,
     heads,
     logit_lens,
+    method_validation,
     mixture_curve,
     models,
     report,
@@ -36,6 +37,7 @@ from interp_app.runs import finish_open_runs
 
 COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, scale_study, cache, models, report,
                    sweep)
+COMMAND_MODULES += (method_validation,)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",
