@@ -68,6 +68,7 @@ INFO_FILE = "interp_constructed.json"
 SEPARATOR = ">"
 MAX_INTERMEDIATE = 16384  # MLP width refused above this (the output MLP grows as K · alphabet · grid)
 MAX_POSITIONS = 1024
+MAX_EXAMPLES = 48  # the exact-share grid (fractions a/b, b <= examples) grows as examples²
 
 # Magnitudes of the construction (see the module docstring).
 CONST = 1.0e5  # the constant coordinate that makes every RMSNorm an identity
@@ -94,8 +95,6 @@ class ConstructedOptions:
     n_examples: int = CONSTRUCTED_EXAMPLES
 
     def __post_init__(self) -> None:
-        from interp.validate import check_int
-
         if not isinstance(self.alphabet, str):
             raise InterpError(f"constructed model: alphabet must be a string of letters, got {self.alphabet!r}")
         bad = sorted({c for c in self.alphabet if not (c.isascii() and c.isalnum())})
@@ -106,8 +105,14 @@ class ConstructedOptions:
             raise InterpError(f"constructed model: alphabet {self.alphabet!r} repeats a letter: list each once")
         if not 3 <= len(self.alphabet) <= 26:
             raise InterpError(f"constructed model: alphabet must have 3 to 26 letters, got {len(self.alphabet)}")
-        check_int(self.n_tasks, "n_tasks", min=2, max=len(self.alphabet) - 1)
-        check_int(self.n_examples, "n_examples", min=self.n_tasks, max=48)
+        n = len(self.alphabet)
+        if isinstance(self.n_tasks, bool) or not isinstance(self.n_tasks, int) or not 2 <= self.n_tasks <= n - 1:
+            raise InterpError(f"constructed model: k (the number of tasks) must be a whole number from 2 to {n - 1} "
+                              f"for a {n}-letter alphabet, got {self.n_tasks!r}: lower k or lengthen the alphabet")
+        if (isinstance(self.n_examples, bool) or not isinstance(self.n_examples, int)
+                or not self.n_tasks <= self.n_examples <= MAX_EXAMPLES):
+            raise InterpError(f"constructed model: examples (per prompt) must be a whole number from k={self.n_tasks} "
+                              f"to {MAX_EXAMPLES}, got {self.n_examples!r}")
         if self.intermediate_size > MAX_INTERMEDIATE:
             raise InterpError(f"constructed model with K={self.n_tasks}, {len(self.alphabet)} letters and "
                               f"{self.n_examples} examples needs an MLP of {self.intermediate_size} neurons (more "
