@@ -19,6 +19,7 @@ from interp.io import os_error_line
 from interp_app.command import Command
 from interp_app.commands import (
     cache,
+    decoding,
     heads,
     logit_lens,
     method_validation,
@@ -36,8 +37,7 @@ from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
 from interp_app.runs import finish_open_runs
 
 COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, scale_study, cache, models, report,
-                   sweep)
-COMMAND_MODULES += (method_validation,)
+                   sweep, method_validation, decoding)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",
