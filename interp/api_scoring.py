@@ -93,6 +93,14 @@ class ApiSettings(Validated):
                                                                 "tokens)", "gt": 0, "max": 20})
     api_max_steps: int = field(default=0, metadata={"help": "search steps (0: from the answers' token counts, asked of "
                                                         "the server)", "min": 0, "max": 256})
+    api_exact_via: str = field(default="auto", metadata={
+        "help": "exact mode: echo (one echoed request per answer; OpenAI, vLLM), steps (one request per answer token "
+                "asking the whole next-token distribution; llama.cpp's Python server, whose echoed log-probabilities "
+                "are shifted by one token) or auto (steps where the server has /extras/tokenize)",
+        "choices": ("auto", "echo", "steps")})
+    api_exact_top_logprobs: int = field(default=100_000, metadata={
+        "help": "alternatives asked per answer token in exact steps mode (larger than the vocabulary: all)",
+        "min": 1})
     api_concurrency: int = field(default=4, metadata={"help": "requests in flight at once", "min": 1, "max": 64})
     api_timeout: float = field(default=60.0, metadata={"help": "seconds one request may take", "gt": 0, "max": 3600})
     api_retries: int = field(default=4, metadata={"help": "retries of a request on 429/5xx/lost connection", "min": 0,
@@ -124,6 +132,8 @@ class ApiSettings(Validated):
             out.update(beam_width=self.api_beam_width, k=self.k, step_threshold=self.api_step_threshold,
                        cumulative_threshold=self.api_cumulative_threshold, length_factor=self.api_length_factor,
                        max_steps=self.api_max_steps)
+        else:
+            out["via"] = self.api_exact_via
         return out
 
 
@@ -285,9 +295,54 @@ class CompletionsClient:
                            "the beam method needs them; use a server that supports `logprobs`")
         return {str(tok): float(lp) for tok, lp in top[0].items() if lp is not None}
 
+    def echo_is_shifted(self, text: str = "1, 2, 3, 4, 5, 6") -> bool:
+        """Whether echoed log-probabilities pair token i with the distribution *after* it (llama-cpp-python 0.3.x).
+
+        Compares the echoed last token's alternatives with a plain request's next-token alternatives
+        after the same text: in a correct server they are different distributions; shifted, they are
+        the same numbers.
+        """
+        echoed = self.completion(prompt=text, echo=True, logprobs=5, max_tokens=1).get("logprobs")
+        plain = self.completion(prompt=text, logprobs=5, max_tokens=1).get("logprobs")
+        try:
+            offsets, tops = echoed["text_offset"], echoed["top_logprobs"]
+            last = max((i for i, o in enumerate(offsets) if o < len(text)), key=lambda i: offsets[i])
+            mine, after = tops[last], plain["top_logprobs"][0]
+        except (KeyError, TypeError, ValueError, IndexError):
+            return False  # no echo at all: exact_answer_logprob says so in its own words
+        shared = set(mine) & set(after) if isinstance(mine, dict) and isinstance(after, dict) else set()
+        return len(shared) >= 2 and all(mine[k] == after[k] for k in shared)
+
+    def has_llama_cpp_extras(self) -> bool:
+        """Whether the server offers llama-cpp-python's /extras/tokenize and /extras/detokenize."""
+        try:
+            self.tokenize_ids("a")
+            self.detokenize([0])
+        except (ApiError, urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
+            return False
+        return True
+
+    def _root(self) -> str:
+        return self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+
+    def tokenize_ids(self, text: str) -> list[int]:
+        response = self._once("POST", self._root() + "/extras/tokenize", {"input": text, "model": self.settings.api_model})
+        tokens = response.get("tokens") if isinstance(response, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise ValueError("no tokens")
+        return tokens
+
+    def detokenize(self, ids: list[int]) -> str:
+        response = self._once("POST", self._root() + "/extras/detokenize", {"tokens": ids,
+                                                                            "model": self.settings.api_model})
+        text = response.get("text") if isinstance(response, dict) else None
+        if not isinstance(text, str):
+            raise ValueError("no text")
+        return text
+
     def count_tokens(self, text: str) -> int | None:
         """Tokens of ``text`` without any BOS the server adds, via a tokenize endpoint (None when it has none)."""
-        root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+        root = self._root()
         for url, make in ((root + "/extras/tokenize", lambda t: {"input": t, "model": self.settings.api_model}),
                           (root + "/tokenize", lambda t: {"prompt": t, "model": self.settings.api_model,
                                                           "add_special_tokens": False})):
@@ -385,7 +440,7 @@ def exact_answer_logprob(client: CompletionsClient, prompt: str, answer: str) ->
     """
     full = prompt + answer
     # max_tokens=1: some servers read 0 as "no limit"; the one generated token is ignored.
-    choice = client.completion(prompt=full, echo=True, logprobs=1, max_tokens=1)
+    choice = client.completion(prompt=full, echo=True, logprobs=2, max_tokens=1)
     tokens, values, offsets = _echoed_tokens(choice.get("logprobs"), full, client.base)
     start, moved, mismatch = len(prompt), False, False
     if start not in offsets:
@@ -400,6 +455,47 @@ def exact_answer_logprob(client: CompletionsClient, prompt: str, answer: str) ->
         raise ApiError(f"{client.base} returned no log-probability for the answer's first token: it does not score "
                        "the echoed prompt; use --api-method beam")
     return ExactOutcome(float(sum(float(v) for v in picked)), len(picked), mismatch, moved)
+
+
+def stepwise_answer_logprob(client: CompletionsClient, prompt: str, answer: str) -> ExactOutcome:
+    """log P(answer | prompt) token by token: the server's whole next-token distribution after each prefix.
+
+    The answer's tokens come from the server's tokenization of ``prompt + answer`` (llama-cpp-python's
+    ``/extras/tokenize``); each step sends the prompt plus the answer's earlier tokens as text and
+    reads the next token's log-probability among ``api_exact_top_logprobs`` alternatives (all of
+    them by default). The row is flagged ``boundary_mismatch`` when the prompt's tokens are not a
+    prefix of the joint tokens or a prefix's text re-tokenizes differently (then the numbers are
+    those of another token path).
+    """
+    try:
+        joint = client.tokenize_ids(prompt + answer)
+        head = client.tokenize_ids(prompt)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
+        raise ApiError(f"{client.base} has no /extras/tokenize (llama-cpp-python's): use --api-exact-via echo") from None
+    common = 0
+    while common < min(len(joint), len(head)) and joint[common] == head[common]:
+        common += 1
+    mismatch = common != len(head)
+    if common == len(joint):
+        raise InterpError(f"the answer {answer!r} adds no token after the prompt: every answer needs text")
+    context = prompt if not mismatch else client.detokenize(joint[:common])
+    pieces = [client.detokenize([t]) for t in joint[common:]]
+    logprob, text = 0.0, context
+    for j, piece in enumerate(pieces):
+        if j and client.tokenize_ids(text) != joint[: common + j]:
+            mismatch = True  # the prefix re-tokenizes differently: this step conditions on another path
+        choice = client.completion(prompt=text, max_tokens=1, logprobs=client.settings.api_exact_top_logprobs)
+        logprobs = choice.get("logprobs")
+        top = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+        if not isinstance(top, list) or not top or not isinstance(top[0], dict):
+            raise ApiError(f"{client.base} returns no top log-probabilities for /completions: exact steps mode needs "
+                           "them; use --api-exact-via echo")
+        if piece not in top[0]:
+            raise ApiError(f"answer token {piece!r} is not among the {client.settings.api_exact_top_logprobs} "
+                           "log-probabilities the server returned: raise --api-exact-top-logprobs")
+        logprob += float(top[0][piece])
+        text += piece
+    return ExactOutcome(logprob, len(pieces), mismatch, False)
 
 
 # ------------------------------------------------------------------------------ resumable store
@@ -507,6 +603,12 @@ def score_prompts_api(prompts: Sequence[Prompt], settings: ApiSettings, store_pa
     if todo:
         client.check_model()
     steps, token_counts = (0, {})
+    via = settings.api_exact_via
+    if todo and settings.api_method == "exact" and via == "auto":
+        via = "steps" if client.has_llama_cpp_extras() else "echo"
+    if todo and settings.api_method == "exact" and via == "echo" and client.echo_is_shifted():
+        raise ApiError(f"{client.base} echoes log-probabilities shifted by one token (a llama-cpp-python bug): use "
+                       "--api-exact-via steps")
     if todo and settings.api_method == "beam":
         steps, token_counts = _max_steps(client, settings, [u[1] for u in todo])
     if len(todo) < len(units):
@@ -521,10 +623,12 @@ def score_prompts_api(prompts: Sequence[Prompt], settings: ApiSettings, store_pa
                        "steps": outcome.steps, "requests": outcome.requests,
                        "n_tokens": {a: token_counts.get(a) for a in answers}})
         else:
-            ex = exact_answer_logprob(client, p.text, answers[0])
+            score = stepwise_answer_logprob if via == "steps" else exact_answer_logprob
+            ex = score(client, p.text, answers[0])
             store.add({"key": key, "prompt_id": p.prompt_id, "method": "exact", "answer": answers[0],
                        "logprob": ex.logprob, "n_tokens": ex.n_tokens, "boundary_mismatch": ex.boundary_mismatch,
-                       "boundary_moved": ex.boundary_moved, "requests": 1})
+                       "boundary_moved": ex.boundary_moved, "via": via,
+                       "requests": ex.n_tokens if via == "steps" else 1})
 
     if todo:
         _run_pool(work, todo, settings.api_concurrency, show_progress, f"api {settings.api_method} scoring")

@@ -48,6 +48,12 @@ class FakeModel:
             i += len(tok)
         return out
 
+    def ids(self, text: str) -> list[int]:
+        return [self.vocab.index(t) if t in self.vocab else 1000 + ord(t) for t in self.tokenize(text)]
+
+    def text(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] if i < 1000 else chr(i - 1000) for i in ids)
+
     def exact_logprob(self, prompt: str, answer: str) -> float:
         """log P(answer | prompt) under the greedy tokenization of prompt + answer (a clean boundary assumed)."""
         lp, text = 0.0, prompt
@@ -89,6 +95,8 @@ class FakeBehaviour:
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     require_key: str = ""
     tokenize: bool = True  # offer llama-cpp-python's /extras/tokenize
+    detokenize: bool = False  # ... and /extras/detokenize (then exact mode "auto" goes token by token)
+    shifted_echo: bool = False  # llama-cpp-python 0.3.x: echoed token i paired with the distribution after it
 
 
 class FakeServer:
@@ -136,12 +144,26 @@ class FakeServer:
             toks = m.tokenize(prompt)
             values: list[float | None] = [None]
             offsets, at = [0], len(toks[0]) if toks else 0
+            tops: list[Any] = [None]
             for tok in toks[1:]:
-                values.append(math.log(m.next_probs(prompt[:at])[tok]))
+                before = m.next_probs(prompt[:at])
+                values.append(math.log(before.get(tok, 1e-9)))
+                tops.append({**dict(sorted(((t, math.log(p)) for t, p in before.items()), key=lambda kv: -kv[1])[:k]),
+                             tok: math.log(before.get(tok, 1e-9))})
                 offsets.append(at)
                 at += len(tok)
+            if b.shifted_echo:  # the distribution after each token, read at that token (the bug)
+                tops, at = [None], 0
+                for i, tok in enumerate(toks):
+                    at += len(tok)
+                    if i == 0:
+                        continue
+                    after = m.next_probs(prompt[:at])
+                    values[i] = math.log(after.get(tok, 1e-9))
+                    tops.append({**dict(sorted(((t, math.log(p)) for t, p in after.items()),
+                                               key=lambda kv: -kv[1])[:k]), tok: math.log(after.get(tok, 1e-9))})
             logprobs = {"tokens": toks + [generated], "token_logprobs": values + [math.log(probs[generated])],
-                        "top_logprobs": [None] + [{} for _ in toks[1:]] + [top],
+                        "top_logprobs": tops + [{**top, generated: math.log(probs[generated])}],
                         "text_offset": offsets + [len(prompt)]}
         if b.no_logprobs:
             logprobs = None
@@ -187,7 +209,10 @@ class FakeServer:
                     return
                 b = server.behaviour
                 if self.path == "/extras/tokenize" and b.tokenize:
-                    self._send(200, {"tokens": list(range(len(server.model.tokenize(body.get("input", "")))))})
+                    self._send(200, {"tokens": server.model.ids(body.get("input", ""))})
+                    return
+                if self.path == "/extras/detokenize" and b.detokenize:
+                    self._send(200, {"text": server.model.text(body.get("tokens", []))})
                     return
                 if self.path != "/v1/completions":
                     self._send(404, {"detail": "Not Found"})

@@ -119,7 +119,7 @@ def test_exact_mode_is_the_teacher_forced_product(tmp_path: Path) -> None:
     with FakeServer(model=model) as server:
         scores = score_prompts_api(PROMPTS, _settings(server, api_method="exact"), tmp_path / "s.jsonl",
                                    show_progress=False)
-        assert server.requests == sum(len(set(p.answers.values())) for p in PROMPTS)
+        assert server.requests == 2 + sum(len(set(p.answers.values())) for p in PROMPTS)  # 2: the echo check
     for p in PROMPTS:
         for task, answer in p.answers.items():
             row = scores[(scores["prompt_id"] == p.prompt_id) & (scores["task"] == task)].iloc[0]
@@ -128,6 +128,26 @@ def test_exact_mode_is_the_teacher_forced_product(tmp_path: Path) -> None:
             assert row["logprob"] == pytest.approx(model.exact_logprob(p.text, answer), abs=1e-12)
             assert row["n_tokens"] == len(model.tokenize(answer))
             assert not row["boundary_mismatch"]
+
+
+def test_exact_steps_mode_equals_echo_and_the_product() -> None:
+    """llama.cpp's way (whole next-token distribution per answer token) gives the same numbers as echo."""
+    model = FakeModel()
+    with FakeServer(FakeBehaviour(detokenize=True), model=model) as server:
+        steps = score_prompts_api(PROMPTS[:2], _settings(server, api_method="exact"), show_progress=False)
+        assert server.requests == int(steps.drop_duplicates(["prompt_id", "answer"])["n_tokens"].sum())
+        echo = score_prompts_api(PROMPTS[:2], _settings(server, api_method="exact", api_exact_via="echo"),
+                                 show_progress=False)
+    clean = ~steps["boundary_mismatch"]
+    assert clean.sum() >= 4
+    assert steps.loc[clean, "logprob"].tolist() == pytest.approx(echo.loc[clean, "logprob"].tolist(), abs=1e-12)
+
+
+def test_shifted_echo_is_detected() -> None:
+    with FakeServer(FakeBehaviour(shifted_echo=True)) as server:
+        with pytest.raises(ApiError, match="shifted by one token.*--api-exact-via steps"):
+            score_prompts_api(PROMPTS[:1], _settings(server, api_method="exact", api_exact_via="echo"),
+                              show_progress=False)
 
 
 def test_exact_mode_flags_a_token_that_straddles_the_boundary() -> None:
@@ -143,7 +163,7 @@ def test_retries_on_429_and_503_then_succeed() -> None:
         with FakeServer(FakeBehaviour(fail_status=status, fail_times=2)) as server:
             scores = score_prompts_api(PROMPTS[:1], _settings(server, api_method="exact", api_concurrency=1),
                                        show_progress=False)
-            assert server.requests == 3 + 2  # two refused, then three answers
+            assert server.requests == 2 + 2 + 3  # two refused, the two-request echo check, three answers
         assert scores["prob"].gt(0).all()
 
 
@@ -215,7 +235,7 @@ def test_resume_after_interruption_asks_only_for_what_is_missing(tmp_path: Path)
     store = tmp_path / "store.jsonl"
     with FakeServer() as clean:
         expected = score_prompts_api(PROMPTS, _settings(clean, api_method="exact", api_concurrency=1), show_progress=False)
-    with FakeServer(FakeBehaviour(fail_status=500, fail_after=4)) as server:
+    with FakeServer(FakeBehaviour(fail_status=500, fail_after=6)) as server:
         with pytest.raises(ApiError):
             score_prompts_api(PROMPTS, _settings(server, api_method="exact", api_concurrency=1, api_retries=0), store,
                               show_progress=False)
@@ -226,7 +246,7 @@ def test_resume_after_interruption_asks_only_for_what_is_missing(tmp_path: Path)
         before = server.requests
         resumed = score_prompts_api(PROMPTS, _settings(server, api_method="exact", api_concurrency=1), store,
                                     show_progress=False)
-        assert server.requests - before == len(expected) - 4
+        assert server.requests - before == 2 + len(expected) - 4  # 2: the echo check
         again = server.requests
         score_prompts_api(PROMPTS, _settings(server, api_method="exact"), store, show_progress=False)
         assert server.requests == again  # everything is stored: no request at all
@@ -254,3 +274,32 @@ def test_store_key_depends_on_the_method_parameters(tmp_path: Path) -> None:
 def test_settings_refuse_bad_values(kw: dict[str, object], words: str) -> None:
     with pytest.raises(InterpError, match=words):
         ApiSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_superposition_command_scores_through_the_api_and_resumes(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from interp_app.cli import main
+
+    secret = "sk-never-written-0123"
+    monkeypatch.setenv("FAKE_KEY", secret)
+    out = tmp_path / "run"
+    with FakeServer(FakeBehaviour(require_key=secret)) as server:
+        argv = ["run", "superposition", "--api-base", server.base_url, "--api-model", "fake-model",
+                "--api-key-env", "FAKE_KEY", "--task-set", "ab", "--n-prompts", "2", "--examples-per-task", "2",
+                "--no-baselines", "--api-max-steps", "2", "--out", str(out)]
+        assert main(argv) == 0
+        first = server.requests
+        assert first > 0
+        # Another timeout is how the endpoint is reached, not what it computes: the same run, resumed.
+        assert main([*argv, "--api-timeout", "30"]) == 0
+        assert server.requests == first
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scoring"] == "api-beam" and metrics["requests"] == first
+    import pandas as pd
+
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores["method"]) == {"beam"} and len(scores) == 2 * 3
+    assert metrics["unreached_rows"] == int((~scores["reached"]).sum())
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
