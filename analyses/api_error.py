@@ -134,6 +134,9 @@ def compare(scores: pd.DataFrame) -> pd.DataFrame:
                     columns={"prob_ref": "prob"}), renormalise=False)
                 dkl = (kl - kl_ref).dropna()
                 unreached = cand["prob"].eq(0)
+                # Prompts where every answer was reached: ΔKL without the 1e-30 floor of an unreached answer.
+                gone = set(both.loc[both["prob"].eq(0) | both["prob_ref"].eq(0), "prompt_id"])
+                dkl_reached = dkl[~dkl.index.isin(gone)]
                 infinite = cand[unreached & cand["share"].gt(0)]["prompt_id"].nunique()
                 per_unit = ["prompt_id"] if method == API_BEAM else ["prompt_id", "answer"]
                 rows.append({
@@ -143,6 +146,8 @@ def compare(scores: pd.DataFrame) -> pd.DataFrame:
                     "mean_dp": float((both["prob"] - both["prob_ref"]).mean()),
                     "mean_abs_dlogp_reached": _dlogp(both),
                     "mean_dkl": float(dkl.mean()), "mean_abs_dkl": float(dkl.abs().mean()),
+                    "mean_abs_dkl_reached": float(dkl_reached.abs().mean()) if len(dkl_reached) else float("nan"),
+                    "n_prompts_all_reached": int(len(dkl_reached)),
                     "unreached_frac": float(unreached.mean()), "kl_infinite_prompts": int(infinite),
                     "n_rows": int(len(both)), "n_prompts": int(both["prompt_id"].nunique()),
                     "requests": int(cand.drop_duplicates(per_unit)["requests"].sum()),
@@ -163,6 +168,6 @@ def headline(errors: pd.DataFrame) -> pd.DataFrame:
     ref = errors[errors["reference"] == IN_PROCESS]
     authors = ref[(ref["method"] == API_BEAM) & (ref["beam_width"] == 10) & (np.isclose(ref["threshold"], 0.001))]
     exact = ref[ref["method"] == API_EXACT]
-    cols = ["task_set", "method", "beam_width", "threshold", "mean_abs_dp", "max_abs_dp", "mean_abs_dkl",
-            "unreached_frac", "n_rows"]
+    cols = ["task_set", "method", "beam_width", "threshold", "mean_abs_dp", "max_abs_dp", "mean_abs_dlogp_reached",
+            "mean_abs_dkl", "mean_abs_dkl_reached", "unreached_frac", "n_rows"]
     return pd.concat([exact, authors], ignore_index=True)[cols]
