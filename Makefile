@@ -59,3 +59,15 @@ lab: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# llama.cpp's OpenAI-compatible server, for `interp run superposition --api-base` against a local model and for
+# tests/test_api_server.py (skipped where this venv is absent). Builds llama.cpp from source: ~4 min on 2 cores.
+API_SERVER_VENV := .venv-api-server
+.PHONY: api-server
+api-server: $(API_SERVER_VENV)/.installed
+$(API_SERVER_VENV)/.installed:
+	@test -x $(API_SERVER_VENV)/bin/python || $(PYTHON) -m venv $(API_SERVER_VENV)
+	@echo "building llama-cpp-python's server into $(API_SERVER_VENV) (compiles llama.cpp: ~4 minutes)"
+	@$(API_SERVER_VENV)/bin/pip install -q -U pip 2>&1 | $(PIP_FILTER)
+	@$(API_SERVER_VENV)/bin/pip install -q 'llama-cpp-python[server]==0.3.36' 2>&1 | $(PIP_FILTER)
+	@touch $@

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interp.api_scoring import ApiSettings, score_prompts_api
 from interp.baselines import SHARE0, SINGLE, SUPERPOSED, ZERO_SHOT, baseline_prompts, condition_name, recency_features
 from interp.metrics import kl_per_prompt, superposition_metrics
 from interp.models import LoadedModel
@@ -102,6 +103,33 @@ def analyse(model: LoadedModel, prompts: list[Prompt], options: SuperpositionOpt
             frames.append(scored)
         baseline_scores = pd.concat(frames, ignore_index=True)
     return summarise_result(scores, prompts, options, metrics=metrics, topk=topk, baseline_scores=baseline_scores)
+
+
+def analyse_api(prompts: list[Prompt], options: SuperpositionOptions, settings: ApiSettings,
+                store_path: Any = None, show_progress: bool = True) -> SuperpositionResult:
+    """The same analysis with answers scored through an OpenAI-compatible completions endpoint.
+
+    ``settings.api_method``: ``beam`` (the authors' GPT-3.5 method: a lower bound, an answer never
+    reached scores 0) or ``exact`` (teacher-forced with echo). Scored units are kept in
+    ``store_path`` (JSONL) so a rerun resumes. The top-K count ``r`` needs the model's whole
+    distribution and is not computed here; ``metrics['scoring']`` names the method.
+    """
+    scores = score_prompts_api(prompts, settings, store_path, show_progress=show_progress)
+    baseline_scores = pd.DataFrame()
+    if options.baselines:
+        frames = []
+        for condition, group in baseline_prompts(prompts).items():
+            scored = score_prompts_api(group, settings, store_path, show_progress=False)
+            scored.insert(0, "condition", condition)
+            frames.append(scored)
+        baseline_scores = pd.concat(frames, ignore_index=True)
+    metrics: dict[str, Any] = superposition_metrics(scores)
+    metrics["scoring"] = f"api-{settings.api_method}"
+    metrics["api"] = settings.result_params()
+    metrics["unreached_rows"] = int((~scores["reached"].astype(bool)).sum())
+    per_unit = ["prompt_id"] if settings.api_method == "beam" else ["prompt_id", "answer"]
+    metrics["requests"] = int(scores.drop_duplicates(per_unit)["requests"].sum())
+    return summarise_result(scores, prompts, options, metrics=metrics, topk=None, baseline_scores=baseline_scores)
 
 
 def excluded_prompts(scores: pd.DataFrame, baseline_scores: pd.DataFrame | None = None) -> set[int]:

@@ -18,6 +18,7 @@ from interp.errors import InterpError
 from interp.io import os_error_line
 from interp_app.command import Command
 from interp_app.commands import (
+    api_error,
     cache,
     decoding,
     heads,
@@ -37,7 +38,7 @@ from interp_app.logs import log_to_stderr, plain_output_when_not_a_terminal
 from interp_app.runs import finish_open_runs
 
 COMMAND_MODULES = (superposition, logit_lens, heads, task_vectors, mixture_curve, train, scale, scale_study, cache, models, report,
-                   sweep, method_validation, decoding)
+                   sweep, method_validation, decoding, api_error)
 
 GROUP_HELP = {
     "run": "run one analysis headless, writing tables and figures to a run directory",

@@ -26,7 +26,7 @@ from interp.io import atomic_write, atomic_write_text, remove_stale_temporaries
 from interp.versions import versions
 
 # Keys of config.json that may differ between two invocations of the same run.
-_VOLATILE_KEYS = ("created", "versions", "platform", "overwrite", "out", "outputs")
+_VOLATILE_KEYS = ("created", "versions", "platform", "overwrite", "out", "outputs", "api_transport")
 STATUS_FILE = "status.json"
 # Run directories opened by this process and not yet finished (the CLI marks them complete or failed).
 _OPEN: list[RunDir] = []
