@@ -487,3 +487,35 @@ def options_of(model: Any) -> ConstructedOptions:
     if not info.is_file():
         raise InterpError(f"model {model.name!r} is not the constructed superposition model: use --model {SPEC}")
     return ConstructedOptions(**json.loads(info.read_text())["options"])
+
+
+def construction_diagram(options: ConstructedOptions) -> str:
+    """Plain-text diagram of which head and MLP does what, with this model's head names and dimensions."""
+    lay = layout(options)
+    truth = known_truth(options)
+
+    def span(start: int, size: int) -> str:
+        return f"{start}" if size == 1 else f"{start}-{start + size - 1}"
+
+    head = "L{}H{}".format
+    tasks = "\n".join(f"         {head(*h)}  task head {t}: attends to the query letter x, writes {t}(x) into "
+                      f"answer slot {k + 1} (+{HEAD_LOGIT:g} on its logit)" for k, (t, h) in enumerate(truth.task_heads.items()))
+    return (
+        f"d_model {lay.d_model} ({lay.used} used), {lay.n_heads} heads x {lay.head_dim}, alphabet "
+        f"{options.alphabet!r}, K={options.n_tasks}, exact for prompts of <= {options.n_examples} examples\n"
+        f"residual slots: const {span(lay.const, 1)} | letter {span(lay.token, lay.n_letters)} | is-sep "
+        f"{span(lay.is_sep, 1)} | letter two back {span(lay.prev2, lay.n_letters)} | prev-is-sep "
+        f"{span(lay.prev_sep, 1)} | consistent c_k {span(lay.consistent, lay.n_tasks)} | share p_k "
+        f"{span(lay.mix, lay.n_tasks)} | answers {span(lay.answer, lay.n_tasks * lay.n_letters)} | logits "
+        f"{span(lay.logit, lay.n_letters)}\n"
+        f"layer 0  {head(0, 0)}  previous token is the separator -> flag at every answer position\n"
+        f"         {head(0, 1)}  token two back -> the example's input letter at its answer position\n"
+        "         MLP   bookkeeping: c_k = [answer == shift_k(input)] (one neuron per task x letter)\n"
+        f"layer 1  {head(*truth.mixing_head)}  mixing head: at the query, uniform attention over answer positions, "
+        "reads c -> p_k = share of task k\n"
+        "         MLP   zero\n"
+        f"layer 2\n{tasks}\n"
+        f"         MLP   output: logit(answer_k) += f(p_k) = log p_k + {WRONG_LOGIT:g} - {HEAD_LOGIT:g} "
+        "(piecewise linear, exact on fractions a/b, b <= examples)\n"
+        f"unembed  every token at -{WRONG_LOGIT:g}; letter v reads logit[v]  =>  P(answer_k) = p_k"
+    )

@@ -579,6 +579,62 @@ API_CASES: list[Case] = [
     Case("train():lr nan", API, api=_train(lr=math.nan)),
 ]
 
+# The constructed superposition model (interp/constructed.py) and `interp run validate-methods`.
+CONSTRUCTED = "constructed-superposition"
+VM = ["run", "validate-methods", "--n-prompts", "2", "--out", f"{TMP}/out"]
+CLI_CASES += _cli("run validate-methods", VM, [
+    ("model without a known mechanism", ["--model", "tiny-llama"]),
+    ("constructed k above the alphabet", ["--model", f"{CONSTRUCTED}:k=8"]),
+    ("constructed k 1", ["--model", f"{CONSTRUCTED}:k=1"]),
+    ("constructed k not a number", ["--model", f"{CONSTRUCTED}:k=three"]),
+    ("constructed unknown option", ["--model", f"{CONSTRUCTED}:heads=4"]),
+    ("constructed option twice", ["--model", f"{CONSTRUCTED}:k=3,k=4"]),
+    ("constructed alphabet with the separator", ["--model", f"{CONSTRUCTED}:alphabet=abc>e"]),
+    ("constructed alphabet repeats a letter", ["--model", f"{CONSTRUCTED}:alphabet=abcca"]),
+    ("constructed alphabet too short", ["--model", f"{CONSTRUCTED}:alphabet=ab"]),
+    ("constructed examples below k", ["--model", f"{CONSTRUCTED}:examples=2"]),
+    ("constructed examples huge", ["--model", f"{CONSTRUCTED}:examples=100000"]),
+    ("constructed too wide", ["--model", f"{CONSTRUCTED}:k=12,alphabet=abcdefghijklmnopqrstuvwxyz,examples=40"]),
+    ("n-prompts 1", ["--n-prompts", "1"]),
+    ("p-tolerance 0", ["--p-tolerance", "0"]),
+    ("lens-top-k 0", ["--lens-top-k", "0"]),
+])
+CLI_CASES += _cli("run superposition", ["run", "superposition", "--n-prompts", "2", "--no-topk", "--out", f"{TMP}/out"], [
+    ("constructed model bad option, own task set", ["--model", f"{CONSTRUCTED}:k=0"]),
+    ("constructed model bad option, explicit task set", ["--model", f"{CONSTRUCTED}:k=0", "--task-set", "ab"]),
+    ("constructed model task not in its set", ["--model", CONSTRUCTED, "--mixture", "shift9=1"]),
+])
+
+
+def _constructed_options(**kw: Any) -> Callable[[Path], Any]:
+    def call(_tmp: Path) -> Any:
+        from interp.constructed import ConstructedOptions
+
+        return ConstructedOptions(**kw)
+
+    return call
+
+
+def _validate_other_model(_tmp: Path) -> Any:
+    from analyses.method_validation import MethodValidationOptions, analyse
+
+    return analyse(_model(), MethodValidationOptions(), show_progress=False)
+
+
+API_CASES += [
+    Case("ConstructedOptions:n_tasks a string", API, api=_constructed_options(n_tasks="3")),
+    Case("ConstructedOptions:n_tasks a bool", API, api=_constructed_options(n_tasks=True)),
+    Case("ConstructedOptions:alphabet a list", API, api=_constructed_options(alphabet=["a", "b", "c"])),
+    Case("ConstructedOptions:alphabet not ASCII", API, api=_constructed_options(alphabet="abc\u00e9")),
+    Case("ConstructedOptions:n_examples a float", API, api=_constructed_options(n_examples=12.0)),
+    Case("load_model:constructed spec with a bad option", API, api=_load(f"{CONSTRUCTED}:alphabet=a b c")),
+    Case("method_validation.analyse:not the constructed model", API, api=_validate_other_model),
+    Case("MethodValidationOptions:n_prompts 1", API,
+         api=_opts("analyses.method_validation", "MethodValidationOptions", n_prompts=1)),
+    Case("MethodValidationOptions:weight_tolerance negative", API,
+         api=_opts("analyses.method_validation", "MethodValidationOptions", weight_tolerance=-0.1)),
+]
+
 CASES = CLI_CASES + API_CASES
 
 _TEMP_MARKERS = (".tmp-", ".tmp", ".partial", ".old")
