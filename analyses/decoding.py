@@ -103,6 +103,8 @@ class DecodingOptions(Validated):
             raise InterpError("--delimiter must be non-empty text that ends an answer, e.g. a newline (the default)")
         if isinstance(self.sample_seed, int) and self.sample_seed < 0:
             raise InterpError(f"--sample-seed must be a non-negative whole number, got {self.sample_seed}")
+        # Every sample keeps its tokens and a table row: refuse a count that cannot fit before a model loads.
+        refuse_if_too_big(self.n_samples * 2000.0, f"{self.n_samples} samples per prompt", "lower --n-samples")
 
 
 # ------------------------------------------------------------------------------ classification

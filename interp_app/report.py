@@ -825,3 +825,58 @@ def section_constructed_model(ctx: ReportContext, opts: ConstructedSectionOption
                 + table_html(table, csv_name=table_file("constructed_model", "validation")))
     return SectionOutput(html_out, {"validation": table, "ablation": result.ablation,
                                     "lens_entry": result.lens_entry, "projection": result.projection})
+
+# ------------------------------------------------------------------------------ decoding after the first token
+
+@dataclass
+class DecodingSectionOptions:
+    task_sets: str = ""  # default: the report's first task set ("all": every report task set)
+    n_prompts: int = 3  # prompts per task set (each decodes n_samples continuations)
+    n_samples: int = 10  # sampled continuations per prompt (temperature 1, seeded)
+    temperature: float = 1.0  # the sampling seed is the report's --seed
+
+
+@register_section("decoding", "Decoding after the first token",
+                  "The superposition sections measure one forward pass. Here the model generates: per prompt the "
+                  "greedy continuation and N sampled ones (temperature 1, one seeded generator per prompt) until the "
+                  "end of the line. Each continuation is one task's answer (exact), a prefix of one or several, or "
+                  "other. The fraction of samples giving each task's answer is compared with the teacher-forced "
+                  "first-pass P(answer) and P(answer + newline) (what a sample that stops after the answer measures). "
+                  "Per generated token t, the entropy (bits) over the tasks whose answer tokens still begin with the "
+                  "generated tokens shows when the mixture collapses to one task; the last panel is the probability "
+                  "that survives on a task's answer once its first token is fixed. Intervals: Clopper–Pearson per "
+                  "prompt, bootstrap over prompts (95 %).",
+                  DecodingSectionOptions)
+def section_decoding(ctx: ReportContext, opts: DecodingSectionOptions) -> SectionOutput:
+    from analyses import decoding as dec
+    from interp_app.figures.decoding import plot_decoding
+
+    model = ctx.model
+    if opts.task_sets == "all":
+        task_sets = ctx.config.task_set_list()
+    else:
+        task_sets = [t.strip() for t in opts.task_sets.split(",") if t.strip()] or ctx.config.task_set_list()[:1]
+    options = dec.DecodingOptions(n_samples=opts.n_samples, temperature=opts.temperature,
+                                  sample_seed=ctx.config.seed)
+    parts: list[str] = []
+    tables: dict[str, pd.DataFrame] = {}
+    for task_set in progress(task_sets, desc="decoding task sets"):
+        prompts = _prompts(ctx, task_set, opts.n_prompts)
+        result = dec.analyse(model, prompts, options, show_progress=True)
+        fig = plot_decoding(result.summary, result.position_summary, result.conditional_summary,
+                            f"decoding · {model.name} · {task_set} · {len(prompts)} prompts × {opts.n_samples} samples")
+        m = result.metrics
+        parts.append(f"<h3>{esc(task_set)}</h3>" + _fig_html(fig) + note(
+            f"exact answers among samples: {m['exact_fraction']:.3f}; P(answer + newline) inside the sampled "
+            f"fraction's 95 % interval for {m['delimited_inside_ci']:.0%} of (prompt, task) pairs; collapse position "
+            f"(first generated token after which at most one task is consistent): median {m['median_collapse_position']}, "
+            f"counts {m['collapse_position_counts']}, ended still mixed {m['never_collapsed']}.")
+            + table_html(result.summary, csv_name=table_file("decoding", f"{task_set}-summary"))
+            + table_html(result.categories, csv_name=table_file("decoding", f"{task_set}-categories"))
+            + table_html(result.position_summary, csv_name=table_file("decoding", f"{task_set}-position_summary"))
+            + table_html(result.conditional_summary, csv_name=table_file("decoding", f"{task_set}-conditional_summary")))
+        tables.update({f"{task_set}-summary": result.summary, f"{task_set}-categories": result.categories,
+                       f"{task_set}-position_summary": result.position_summary,
+                       f"{task_set}-conditional_summary": result.conditional_summary,
+                       f"{task_set}-continuations": result.continuations})
+    return SectionOutput("\n".join(parts), tables)

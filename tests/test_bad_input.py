@@ -411,6 +411,23 @@ CLI_CASES: list[Case] = [
         ("out is a file", ["--out", f"{TMP}/afile"], a_file),
         ("unknown device", ["--device", "tpu"]),
     ]),
+    *_cli("run decoding", ["run", "decoding", "--model", "tiny-llama", "--task-set", "ab", "--n-prompts", "2",
+                           "--examples-per-task", "3", "--out", f"{TMP}/out"], [
+        ("n-samples 0", ["--n-samples", "0"]),
+        ("n-samples negative", ["--n-samples", "-5"]),
+        ("n-samples huge", ["--n-samples", "100000000000"]),
+        ("temperature negative", ["--temperature", "-0.5"]),
+        ("temperature nan", ["--temperature", "nan"]),
+        ("temperature not a number", ["--temperature", "hot"]),
+        ("max-new-tokens negative", ["--max-new-tokens", "-1"]),
+        ("margin negative", ["--margin", "-2"]),
+        ("delimiter empty", ["--delimiter", ""]),
+        ("delimiter outside the vocabulary", ["--delimiter", "\u2192"]),
+        ("sample-seed negative", ["--sample-seed", "-3"]),
+        ("unknown task set", ["--task-set", "nosuch"]),
+        ("n-prompts 0", ["--n-prompts", "0"]),
+        ("out is a file", ["--out", f"{TMP}/afile"], a_file),
+    ]),
 ]
 
 
@@ -577,6 +594,11 @@ API_CASES: list[Case] = [
     Case("train():checkpoint_every 0", API, api=_train(checkpoint_every=0)),
     Case("train():beta1 1.5", API, api=_train(beta1=1.5)),
     Case("train():lr nan", API, api=_train(lr=math.nan)),
+    Case("DecodingOptions:n_samples 0", API, api=_opts("analyses.decoding", "DecodingOptions", n_samples=0)),
+    Case("DecodingOptions:temperature negative", API, api=_opts("analyses.decoding", "DecodingOptions", temperature=-1.0)),
+    Case("DecodingOptions:delimiter empty", API, api=_opts("analyses.decoding", "DecodingOptions", delimiter="")),
+    Case("decoding analyse():empty prompt list", API, api=lambda tmp: _decode(lambda: [])),
+    Case("decoding analyse():options not DecodingOptions", API, api=lambda tmp: _decode(lambda: _prompts(1), options={})),
 ]
 
 # The constructed superposition model (interp/constructed.py) and `interp run validate-methods`.
@@ -634,6 +656,12 @@ API_CASES += [
     Case("MethodValidationOptions:weight_tolerance negative", API,
          api=_opts("analyses.method_validation", "MethodValidationOptions", weight_tolerance=-0.1)),
 ]
+
+
+def _decode(prompts: Callable[[], Any], options: Any = None) -> Any:
+    from analyses.decoding import DecodingOptions, analyse
+
+    return analyse(_model(), prompts(), DecodingOptions(n_samples=2) if options is None else options, show_progress=False)
 
 CASES = CLI_CASES + API_CASES
 

@@ -202,3 +202,22 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     assert len(first) == 2 * 5
     assert main(argv) == 0  # same command, same seed: the same continuations
     pd.testing.assert_frame_equal(pd.read_csv(out / "continuations.csv"), first)
+
+
+def test_report_section_calls_the_same_analysis(tmp_path: Path) -> None:
+    import re
+
+    from interp_app.report import ReportConfig, build_report
+
+    out = tmp_path / "rep"
+    build_report(ReportConfig(model="tiny-llama", out=str(out), n_prompts=2, task_sets="ab", sections="decoding",
+                              options=["decoding.n_samples=3", "decoding.n_prompts=2"]),
+                 show_progress=False, log=lambda line: None)
+    html = (out / "index.html").read_text()
+    assert '<section id="decoding"' in html and "This section failed" not in html
+    summary = pd.read_csv(out / "decoding-ab-summary.csv")
+    assert set(summary["task"]) == {"copy_op1", "copy_op2", "add"}
+    conts = pd.read_csv(out / "decoding-ab-continuations.csv")
+    assert len(conts) == 2 * 4  # greedy + 3 samples per prompt
+    for link in re.findall(r'href="([^"#]+\.csv)"', html):
+        assert (out / link).exists(), link

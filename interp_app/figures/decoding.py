@@ -21,7 +21,8 @@ def plot_decoding(summary: pd.DataFrame, position_summary: pd.DataFrame, conditi
     often the greedy continuation gives it (bars: 95 % intervals over prompts). Middle: per
     generated position t, the mean entropy (bits) over the tasks still consistent with the
     generated tokens, and the fraction of samples with at least two tasks left (the mixture is
-    alive). Right: P(task's answer | its own first token fixed) beside the first-pass P."""
+    alive). Right: P(task's first token), P(answer) and P(answer | its own first token fixed):
+    how much of a first token's probability reaches the full answer."""
     fig, (ax, px, cx) = subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1.3, 1, 1]})
     x = list(range(len(summary)))
     bars = (("share", "in-context share", "#e0e0e0", None), ("freq", "sampled fraction", "#3b75af", "freq"),
@@ -52,9 +53,10 @@ def plot_decoding(summary: pd.DataFrame, position_summary: pd.DataFrame, conditi
         if len(conditional_summary) else conditional_summary
     if len(own):
         xs = list(range(len(own)))
-        cx.bar([i - 0.2 for i in xs], own["p_task"], width=0.4, color="#ef8636", yerr=_err(own, "p_task"), capsize=2,
-               label="P(answer)")
-        cx.bar([i + 0.2 for i in xs], own["p_conditional"], width=0.4, color="#8d69b8", capsize=2,
+        cx.bar([i - 0.27 for i in xs], own["p_fixed_token"], width=0.27, color="#bdbdbd", capsize=2,
+               yerr=_err(own, "p_fixed_token"), label="P(its first token)")
+        cx.bar(xs, own["p_task"], width=0.27, color="#ef8636", yerr=_err(own, "p_task"), capsize=2, label="P(answer)")
+        cx.bar([i + 0.27 for i in xs], own["p_conditional"], width=0.27, color="#8d69b8", capsize=2,
                yerr=_err(own, "p_conditional"), label="P(answer | its first token)")
         cx.set_xticks(xs, list(own["task"]), rotation=20)
         cx.set_ylim(0, 1)
