@@ -192,6 +192,10 @@ CB = ["cache", "build", "--model", "tiny-llama", "--task-set", "ab", "--n-prompt
 SS = ["run", "scale-study", "--models", "tiny-llama", "--task-sets", "ab", "--n-prompts", "2", "--out", f"{TMP}/out"]
 RP = ["report", "--model", "tiny-llama", "--task-sets", "ab", "--n-prompts", "2", "--sections", "superposition",
       "--out", f"{TMP}/rep", "--cache-dir", f"{TMP}/cache"]
+SPA = ["run", "superposition", "--api-base", "http://127.0.0.1:9/v1", "--api-model", "m", "--task-set", "ab",
+       "--n-prompts", "1", "--examples-per-task", "2", "--no-baselines", "--out", f"{TMP}/out"]
+AE = ["run", "api-error", "--model", "tiny-llama", "--api-base", "http://127.0.0.1:9/v1", "--api-model", "m",
+      "--task-sets", "ab", "--n-prompts", "1", "--examples-per-task", "2", "--out", f"{TMP}/out"]
 
 
 def _cli(command: str, base: list[str], rows: list[tuple[str, list[str]] | tuple[str, list[str], Callable]]) -> list[Case]:
@@ -428,6 +432,25 @@ CLI_CASES: list[Case] = [
         ("n-prompts 0", ["--n-prompts", "0"]),
         ("out is a file", ["--out", f"{TMP}/afile"], a_file),
     ]),
+    # API models (interp.api_scoring): nothing listens on port 9 of the loopback.
+    *_cli("run superposition", SPA, [
+        ("api base unreachable", []),
+        ("api base not a URL", ["--api-base", "localhost:8080"]),
+        ("api base without model", ["--api-model", ""]),
+        ("api method unknown", ["--api-method", "greedy"]),
+        ("api key variable missing", ["--api-key-env", "INTERP_TEST_NO_SUCH_KEY"]),
+        ("api key given instead of its variable", ["--api-key-env", "sk-abc 123"]),
+        ("api beam width 0", ["--api-beam-width", "0"]),
+        ("api threshold 1", ["--api-step-threshold", "1"]),
+        ("api timeout 0", ["--api-timeout", "0"]),
+    ]),
+    *_cli("run api-error", AE, [
+        ("no api base", ["--api-base", ""]),
+        ("api base unreachable", []),
+        ("beam widths 0", ["--beam-widths", "0"]),
+        ("no task sets", ["--task-sets", ","]),
+        ("unknown task set", ["--task-sets", "nosuch"]),
+    ]),
 ]
 
 
@@ -543,6 +566,13 @@ def _patched(**kw: Any) -> Callable[[Path], Any]:
     return call
 
 
+def _score_api(prompts: Any, **kw: Any) -> Any:
+    from interp.api_scoring import ApiSettings, score_prompts_api
+
+    settings = ApiSettings(**{"api_base": "http://127.0.0.1:9/v1", "api_model": "m", **kw})
+    return score_prompts_api(prompts, settings, show_progress=False)
+
+
 API = "python api"
 API_CASES: list[Case] = [
     Case("build_prompts:n_prompts 0", API, api=_bp(n_prompts=0)),
@@ -599,6 +629,9 @@ API_CASES: list[Case] = [
     Case("DecodingOptions:delimiter empty", API, api=_opts("analyses.decoding", "DecodingOptions", delimiter="")),
     Case("decoding analyse():empty prompt list", API, api=lambda tmp: _decode(lambda: [])),
     Case("decoding analyse():options not DecodingOptions", API, api=lambda tmp: _decode(lambda: _prompts(1), options={})),
+    Case("score_prompts_api:empty list", API, api=lambda _tmp: _score_api([])),
+    Case("score_prompts_api:no api base", API, api=lambda _tmp: _score_api(_prompts(1), api_base="")),
+    Case("ApiSettings:concurrency 0", API, api=_opts("interp.api_scoring", "ApiSettings", api_concurrency=0)),
 ]
 
 # The constructed superposition model (interp/constructed.py) and `interp run validate-methods`.
