@@ -540,6 +540,7 @@ def top_heads_from(numbers: Any, spec: dict[str, Any]) -> dict[str, list[list[in
 
 def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int, tmp: Path,
                impls: Sequence[str], workloads: Sequence[str]) -> dict[str, Any]:
+    limits = dict(part.split("=", 1) for part in args.limit.split(",") if "=" in part)
     spec = build_spec(model, args.task_set, [t for t in args.tasks.split(",") if t], n_prompts, length,
                       args.tv_prompts, args.top_n, args.seed)
     spec_path = tmp / f"spec-{n_prompts}-{length}.json"
@@ -551,6 +552,8 @@ def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int
         spec_path.write_text(json.dumps(spec))
         order = list(impls[w_index % len(impls):]) + list(impls[: w_index % len(impls)])  # interleaved
         for impl in order:
+            if workload not in limits.get(impl, workload):
+                continue
             print(f"  [{n_prompts} prompts × {spec['mean_tokens']:.0f} tokens] {workload} {impl} ...", end="",
                   flush=True, file=sys.stderr)
             result = run_job(impl, workload, spec_path, args.threads, tmp)
@@ -580,13 +583,18 @@ def _heads_in_process(model: Any, spec: dict[str, Any]) -> dict[str, list[list[i
     return {t: [list(h) for h in top_heads(result, t, spec["top_n"])] for t in spec["tasks"]}
 
 
+def _working(job: dict[str, Any]) -> float:
+    """Memory the workload adds on top of the loaded model (peak RSS minus RSS after the load)."""
+    return float(job.get("working_mb", job["peak_rss_mb"] - job["rss_loaded_mb"]))
+
+
 def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Sequence[str]) -> str:
     jobs = {(j["impl"], j["workload"]): j for j in config["jobs"]}
     head = (f"{config['n_prompts']} prompts × {config['mean_tokens']:.0f} tokens (task vectors: "
             f"{config['tv_prompts']} prompts), tasks {','.join(config['tasks'])}")
-    lines = [head, "| workload | implementation | wall s | CPU s | peak RSS MB (workload) | RSS after load MB | "
-                   "max abs diff | agrees | wall ratio vs toolkit | peak ratio vs toolkit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [head, "| workload | implementation | wall s | CPU s | peak RSS MB | model loaded MB | working MB | "
+                   "max abs diff | agrees | wall ÷ toolkit | peak ÷ toolkit | working ÷ toolkit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     totals: dict[str, dict[str, float]] = {}
     for workload in [*workloads, "all"]:
         for impl in impls:
@@ -597,6 +605,7 @@ def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Seque
                 job = {"wall_s": sum(p["wall_s"] for p in parts), "cpu_s": sum(p["cpu_s"] for p in parts),
                        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
                        "rss_loaded_mb": max(p["rss_loaded_mb"] for p in parts),
+                       "working_mb": max(_working(p) for p in parts),
                        "max_abs_diff": max(p.get("max_abs_diff", 0.0) for p in parts),
                        "agrees": all(p.get("agrees", False) for p in parts)}
                 totals[impl] = job
@@ -605,15 +614,17 @@ def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Seque
                 if job is None:
                     continue
             if "error" in job:
-                lines.append(f"| {workload} | {impl} | failed | | | | | | | |")
+                lines.append(f"| {workload} | {impl} | failed | | | | | | | | | |")
                 continue
             base = totals.get("toolkit") if workload == "all" else jobs.get(("toolkit", workload))
             wall_ratio = job["wall_s"] / base["wall_s"] if base and "error" not in base else float("nan")
             peak_ratio = job["peak_rss_mb"] / base["peak_rss_mb"] if base and "error" not in base else float("nan")
+            work_ratio = _working(job) / max(_working(base), 1.0) if base and "error" not in base else float("nan")
             name = "(a)–(d)" if workload == "all" else f"({workload}) {WORKLOAD_NAMES[workload]}"
             lines.append(f"| {name} | {impl} | {job['wall_s']:.2f} | {job['cpu_s']:.2f} | {job['peak_rss_mb']:.0f} | "
-                         f"{job['rss_loaded_mb']:.0f} | {job.get('max_abs_diff', float('nan')):.1e} | "
-                         f"{'yes' if job.get('agrees') else 'NO'} | {wall_ratio:.2f}× | {peak_ratio:.2f}× |")
+                         f"{job['rss_loaded_mb']:.0f} | {_working(job):.0f} | {job.get('max_abs_diff', float('nan')):.1e} | "
+                         f"{'yes' if job.get('agrees') else 'NO'} | {wall_ratio:.2f}× | {peak_ratio:.2f}× | "
+                         f"{work_ratio:.2f}× |")
     return "\n".join(lines)
 
 
@@ -628,6 +639,8 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=5, help="heads ablated per task in (c)")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--limit", default="", help="run some implementations on fewer workloads, e.g. "
+                                                "'tl-unfiltered=a+b' (it differs from tl only in its cached passes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every job")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scaling", action="store_true", help="the length and count grids instead of one configuration")
