@@ -484,6 +484,17 @@ def worker(args: argparse.Namespace) -> None:
 
     marks["start"] = time.perf_counter()
     impl = args.worker
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        inner = loaded
+
+        def loaded(module: Any) -> None:  # noqa: F811 - the same mark, then start profiling the workload
+            inner(module)
+            profiler.enable()
+
     if impl == "toolkit":
         numbers = run_toolkit(spec, args.workload, loaded)
     elif impl in ("tl", "tl-unfiltered"):
@@ -492,6 +503,11 @@ def worker(args: argparse.Namespace) -> None:
         numbers = run_nnsight(spec, args.workload, loaded)
     else:
         raise SystemExit(f"unknown implementation {impl}")
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
     result = {"impl": impl, "workload": args.workload, "wall_s": time.perf_counter() - marks["t0"],
               "cpu_s": _cpu_s() - marks["cpu0"], "peak_rss_mb": _status_kb("VmHWM") / 1024,
               "rss_loaded_mb": marks["rss_loaded_mb"], "load_s": marks["load_s"], "peak_reset": marks["peak_reset"],
@@ -499,10 +515,11 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(result))
 
 
-def run_job(impl: str, workload: str, spec_path: Path, threads: int, tmp: Path) -> dict[str, Any]:
+def run_job(impl: str, workload: str, spec_path: Path, threads: int, tmp: Path, profile: bool = False
+            ) -> dict[str, Any]:
     out = tmp / f"{impl}-{workload}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--workload", workload,
-           "--spec", str(spec_path), "--out", str(out), "--threads", str(threads)]
+           "--spec", str(spec_path), "--out", str(out), "--threads", str(threads), *(["--profile"] if profile else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -510,6 +527,8 @@ def run_job(impl: str, workload: str, spec_path: Path, threads: int, tmp: Path) 
     if proc.returncode != 0 or not out.exists():
         tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
         return {"impl": impl, "workload": workload, "error": f"exit {proc.returncode}: {tail}"}
+    if profile:
+        print(proc.stdout, file=sys.stderr)
     result = json.loads(out.read_text())
     # The whole process (interpreter start, imports, model load and the workload), as /usr/bin/time counts it.
     result["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -539,7 +558,7 @@ def top_heads_from(numbers: Any, spec: dict[str, Any]) -> dict[str, list[list[in
 
 
 def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int, tmp: Path,
-               impls: Sequence[str], workloads: Sequence[str]) -> dict[str, Any]:
+               impls: Sequence[str], workloads: Sequence[str], journal: Path | None = None) -> dict[str, Any]:
     limits = dict(part.split("=", 1) for part in args.limit.split(",") if "=" in part)
     spec = build_spec(model, args.task_set, [t for t in args.tasks.split(",") if t], n_prompts, length,
                       args.tv_prompts, args.top_n, args.seed)
@@ -556,11 +575,17 @@ def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int
                 continue
             print(f"  [{n_prompts} prompts × {spec['mean_tokens']:.0f} tokens] {workload} {impl} ...", end="",
                   flush=True, file=sys.stderr)
-            result = run_job(impl, workload, spec_path, args.threads, tmp)
+            result = run_job(impl, workload, spec_path, args.threads, tmp, args.profile)
             if "error" in result:
                 print(f" FAILED\n{result['error']}", file=sys.stderr)
             else:
-                print(f" {result['wall_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                print(f" {result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, peak {result['peak_rss_mb']:.0f} MB "
+                      f"(loaded {result['rss_loaded_mb']:.0f} MB)", file=sys.stderr)
+            if journal is not None:  # every job as it ends, so a stopped run keeps what it measured
+                with journal.open("a") as f:
+                    f.write(json.dumps({"n_prompts": n_prompts, "target_tokens": length,
+                                        "mean_tokens": spec["mean_tokens"],
+                                        **{k: v for k, v in result.items() if k != "numbers"}}) + "\n")
             if impl == "toolkit" and "numbers" in result:
                 reference[workload] = result["numbers"]
             jobs.append(result)
@@ -647,6 +672,8 @@ def main() -> None:
     ap.add_argument("--lengths", default="200,800,1600", help="--scaling: prompt lengths (tokens) at --n-prompts")
     ap.add_argument("--counts", default="10,40,160", help="--scaling: prompt counts at --length")
     ap.add_argument("--out", default="runs/bench_peers.json")
+    ap.add_argument("--profile", action="store_true", help="profile every job (cProfile, top 30 by cumulative "
+                                                            "time, printed after the job)")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--workload", default="", help=argparse.SUPPRESS)
     ap.add_argument("--spec", default="", help=argparse.SUPPRESS)
@@ -670,9 +697,13 @@ def main() -> None:
         grid = [(args.n_prompts, int(x)) for x in args.lengths.split(",") if x]
         grid += [(int(n), args.length) for n in args.counts.split(",") if n and (int(n), args.length) not in grid]
     configs = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    journal = out.with_suffix(".jobs.jsonl")
+    journal.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         for n_prompts, length in grid:
-            configs.append(run_config(args, model, n_prompts, length, Path(tmp), impls, workloads))
+            configs.append(run_config(args, model, n_prompts, length, Path(tmp), impls, workloads, journal))
             print(format_config(configs[-1], impls, workloads) + "\n", flush=True)
     import torch
     import transformer_lens
@@ -685,8 +716,6 @@ def main() -> None:
     meta = {"model": args.model, "task_set": args.task_set, "threads": args.threads, "torch": torch.__version__,
             "transformer_lens": getattr(transformer_lens, "__version__", "?"), "nnsight": nnsight_version,
             "tolerance": TOLERANCE, "cpu_count": os.cpu_count()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "configs": configs}, indent=1))
     print(f"wrote {out}")
 
