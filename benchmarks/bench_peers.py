@@ -111,7 +111,7 @@ def _prompts_of_length(task_set: str, tasks: Sequence[str], n_prompts: int, targ
 
 
 def build_spec(model: Any, task_set: str, tasks: Sequence[str], n_prompts: int, length: int, tv_prompts: int,
-               top_n: int, seed: int) -> dict[str, Any]:
+               top_n: int, seed: int, ablation_prompts: int = 0) -> dict[str, Any]:
     """Prompts plus every token id the peer scripts need (tokenized once, by the toolkit's rules)."""
     from analyses.logit_lens import first_answer_tokens, single_task_controls
     from interp.activations import token_positions
@@ -137,6 +137,7 @@ def build_spec(model: Any, task_set: str, tasks: Sequence[str], n_prompts: int, 
     return {"model": model.name, "model_dir": str(model.path), "task_set": task_set, "tasks": task_names,
             "n_layers": model.n_layers, "n_heads": model.n_heads, "d_head": int(model.bridge.cfg.d_head),
             "records": records, "tv_prompts": n_tv, "control_ids": control_ids, "top_n": top_n,
+            "ablation_prompts": min(ablation_prompts, len(records)) if ablation_prompts > 0 else len(records),
             "mean_tokens": sum(len(r["ids"]) for r in records) / len(records), "heads": None}
 
 
@@ -184,6 +185,7 @@ def run_toolkit(spec: dict[str, Any], workload: str, loaded: Callable[[Any], Non
         return out
     if workload == "c":
         heads = {t: [tuple(h) for h in spec["heads"][t]] for t in tasks}
+        prompts = prompts[: spec["ablation_prompts"]]
         means = head_means(model, prompts, sorted({layer for hs in heads.values() for layer, _ in hs}),
                            show_progress=False)
         frames = [score_prompts(model, prompts, show_progress=False)]
@@ -275,6 +277,7 @@ def run_tl(spec: dict[str, Any], workload: str, loaded: Callable[[Any], None], c
     if workload == "c":
         heads = {t: [tuple(h) for h in spec["heads"][t]] for t in tasks}
         layers = sorted({layer for hs in heads.values() for layer, _ in hs})
+        records = records[: spec["ablation_prompts"]]
         sums = {layer: torch.zeros(H, spec["d_head"], dtype=torch.float64) for layer in layers}
         count = 0
         for r in records:
@@ -402,6 +405,7 @@ def run_nnsight(spec: dict[str, Any], workload: str, loaded: Callable[[Any], Non
     if workload == "c":
         heads = {t: [tuple(h) for h in spec["heads"][t]] for t in tasks}
         used = sorted({layer for hs in heads.values() for layer, _ in hs})
+        records = records[: spec["ablation_prompts"]]
         sums = {layer: torch.zeros(H * d_head, dtype=torch.float64) for layer in used}
         count = 0
         for r in records:
@@ -561,7 +565,7 @@ def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int
                impls: Sequence[str], workloads: Sequence[str], journal: Path | None = None) -> dict[str, Any]:
     limits = dict(part.split("=", 1) for part in args.limit.split(",") if "=" in part)
     spec = build_spec(model, args.task_set, [t for t in args.tasks.split(",") if t], n_prompts, length,
-                      args.tv_prompts, args.top_n, args.seed)
+                      args.tv_prompts, args.top_n, args.seed, args.ablation_prompts)
     spec_path = tmp / f"spec-{n_prompts}-{length}.json"
     jobs: list[dict[str, Any]] = []
     reference: dict[str, Any] = {}
@@ -596,7 +600,8 @@ def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int
             job["agrees"] = bool(job["max_abs_diff"] <= TOLERANCE[job["workload"]])
             del job["numbers"]
     return {"n_prompts": n_prompts, "target_tokens": length, "mean_tokens": spec["mean_tokens"],
-            "tv_prompts": spec["tv_prompts"], "tasks": spec["tasks"], "heads": spec["heads"], "jobs": jobs}
+            "tv_prompts": spec["tv_prompts"], "ablation_prompts": spec["ablation_prompts"], "tasks": spec["tasks"],
+            "heads": spec["heads"], "jobs": jobs}
 
 
 def _heads_in_process(model: Any, spec: dict[str, Any]) -> dict[str, list[list[int]]]:
@@ -615,7 +620,8 @@ def _working(job: dict[str, Any]) -> float:
 
 def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Sequence[str]) -> str:
     jobs = {(j["impl"], j["workload"]): j for j in config["jobs"]}
-    head = (f"{config['n_prompts']} prompts × {config['mean_tokens']:.0f} tokens (task vectors: "
+    head = (f"{config['n_prompts']} prompts × {config['mean_tokens']:.0f} tokens (ablation: "
+            f"{config.get('ablation_prompts', config['n_prompts'])} prompts, task vectors: "
             f"{config['tv_prompts']} prompts), tasks {','.join(config['tasks'])}")
     lines = [head, "| workload | implementation | wall s | CPU s | peak RSS MB | model loaded MB | working MB | "
                    "max abs diff | agrees | wall ÷ toolkit | peak ÷ toolkit | working ÷ toolkit |",
@@ -662,6 +668,8 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=700, help="target prompt length in tokens")
     ap.add_argument("--tv-prompts", type=int, default=4, help="prompts for the task vectors and patched in (d)")
     ap.add_argument("--top-n", type=int, default=5, help="heads ablated per task in (c)")
+    ap.add_argument("--ablation-prompts", type=int, default=0,
+                    help="(c) on the first N prompts only (means over those too; 0: all)")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--limit", default="", help="run some implementations on fewer workloads, e.g. "
