@@ -659,6 +659,30 @@ def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Seque
     return "\n".join(lines)
 
 
+def summary_table(config: dict[str, Any], impls: Sequence[str] = IMPLS, workloads: Sequence[str] = WORKLOADS) -> str:
+    """Compact Markdown for the README: per workload, each implementation's CPU s (× the toolkit's), wall s and peak RSS."""
+    jobs = {(j["impl"], j["workload"]): j for j in config["jobs"] if "error" not in j}
+    impls = [i for i in impls if any((i, w) in jobs for w in workloads)]
+    lines = ["| workload | " + " | ".join(impls) + " |", "|---|" + "---|" * len(impls)]
+    for workload in [*workloads, "all"]:
+        cells = []
+        for impl in impls:
+            parts = [jobs.get((impl, w)) for w in (workloads if workload == "all" else [workload])]
+            base = [jobs.get(("toolkit", w)) for w in (workloads if workload == "all" else [workload])]
+            if any(p is None for p in parts) or any(b is None for b in base):
+                cells.append("–")
+                continue
+            cpu, wall = sum(p["cpu_s"] for p in parts), sum(p["wall_s"] for p in parts)
+            peak = max(p["peak_rss_mb"] for p in parts)
+            ratio = "" if impl == "toolkit" else f" (**{cpu / sum(b['cpu_s'] for b in base):.1f}×**)"
+            diff = max(p.get("max_abs_diff", 0.0) for p in parts)
+            agree = "" if impl == "toolkit" else f", Δ≤{diff:.0e}"
+            cells.append(f"{cpu:.0f} s CPU{ratio}, {wall:.0f} s wall, {peak:.0f} MB{agree}")
+        name = "(a)–(d)" if workload == "all" else f"({workload}) {WORKLOAD_NAMES[workload]}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -682,12 +706,18 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_peers.json")
     ap.add_argument("--profile", action="store_true", help="profile every job (cProfile, top 30 by cumulative "
                                                             "time, printed after the job)")
+    ap.add_argument("--summary", default="", help="print the README table of a results JSON and exit")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--workload", default="", help=argparse.SUPPRESS)
     ap.add_argument("--spec", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.summary:
+        for config in json.loads(Path(args.summary).read_text())["configs"]:
+            print(format_config(config, IMPLS, WORKLOADS).splitlines()[0])
+            print(summary_table(config) + "\n")
         return
 
     from interp.models import load_model
