@@ -239,23 +239,23 @@ def head_attribution(model: LoadedModel, prompts: Sequence[Prompt], show_progres
     acts = get_activations(model, prompts, query_hooks(model),
                            positions="query", show_progress=show_progress, use_cache=use_cache, cache_dir=cache_dir,
                            log=show_progress)
-    W_U, b_U = model.adapter.unembed()
     tokens = torch.tensor([[first_answer_tokens(model, p)[t] for t in tasks]
                            for p in progress(prompts, desc="answer tokens", disable=not show_progress)])  # [P, K]
 
     resid = acts[final_name][:, 0].double()  # [P, d_model]
     scale = norm.scale(resid)  # [P, 1] the final norm's frozen scale
-    # Centred unembedding directions of each prompt's answer tokens: [d_model, P, K].
-    W_U_centred = W_U - W_U.mean(1, keepdim=True)
-    directions = W_U_centred[:, tokens]
+    # Centred unembedding directions of each prompt's answer tokens: [d_model, P, K] (only these columns
+    # of W_U are read in float64: a full float64 copy would be the largest allocation of the analysis).
+    columns, mean_column, b_U = model.adapter.unembed_columns(tokens)
+    directions = columns - mean_column[:, None, None]
 
     outputs, attn_bias, rebuild_error = residual_components(model, acts, len(prompts))
     comp_out = norm.linear(outputs, scale[:, :, None])  # [P, C, d]
     attr = torch.einsum("pcd,dpk->pck", comp_out, directions)  # [P, C, K]
     comps = _components(model, attn_bias, norm.bias is not None)
     if norm.bias is not None:
-        bias_logits = norm.bias @ W_U_centred  # [vocab]
-        attr = torch.cat([attr, bias_logits[tokens][:, None, :]], dim=1)
+        bias_logits = torch.einsum("d,dpk->pk", norm.bias.double(), directions)  # [P, K]
+        attr = torch.cat([attr, bias_logits[:, None, :]], dim=1)
     if b_U is not None:
         centred_bias = (b_U - b_U.mean())[tokens]  # [P, K]
         attr = torch.cat([attr, centred_bias[:, None, :]], dim=1)

@@ -111,7 +111,7 @@ def _prompts_of_length(task_set: str, tasks: Sequence[str], n_prompts: int, targ
 
 
 def build_spec(model: Any, task_set: str, tasks: Sequence[str], n_prompts: int, length: int, tv_prompts: int,
-               top_n: int, seed: int) -> dict[str, Any]:
+               top_n: int, seed: int, ablation_prompts: int = 0) -> dict[str, Any]:
     """Prompts plus every token id the peer scripts need (tokenized once, by the toolkit's rules)."""
     from analyses.logit_lens import first_answer_tokens, single_task_controls
     from interp.activations import token_positions
@@ -137,6 +137,7 @@ def build_spec(model: Any, task_set: str, tasks: Sequence[str], n_prompts: int, 
     return {"model": model.name, "model_dir": str(model.path), "task_set": task_set, "tasks": task_names,
             "n_layers": model.n_layers, "n_heads": model.n_heads, "d_head": int(model.bridge.cfg.d_head),
             "records": records, "tv_prompts": n_tv, "control_ids": control_ids, "top_n": top_n,
+            "ablation_prompts": min(ablation_prompts, len(records)) if ablation_prompts > 0 else len(records),
             "mean_tokens": sum(len(r["ids"]) for r in records) / len(records), "heads": None}
 
 
@@ -184,6 +185,7 @@ def run_toolkit(spec: dict[str, Any], workload: str, loaded: Callable[[Any], Non
         return out
     if workload == "c":
         heads = {t: [tuple(h) for h in spec["heads"][t]] for t in tasks}
+        prompts = prompts[: spec["ablation_prompts"]]
         means = head_means(model, prompts, sorted({layer for hs in heads.values() for layer, _ in hs}),
                            show_progress=False)
         frames = [score_prompts(model, prompts, show_progress=False)]
@@ -275,6 +277,7 @@ def run_tl(spec: dict[str, Any], workload: str, loaded: Callable[[Any], None], c
     if workload == "c":
         heads = {t: [tuple(h) for h in spec["heads"][t]] for t in tasks}
         layers = sorted({layer for hs in heads.values() for layer, _ in hs})
+        records = records[: spec["ablation_prompts"]]
         sums = {layer: torch.zeros(H, spec["d_head"], dtype=torch.float64) for layer in layers}
         count = 0
         for r in records:
@@ -402,6 +405,7 @@ def run_nnsight(spec: dict[str, Any], workload: str, loaded: Callable[[Any], Non
     if workload == "c":
         heads = {t: [tuple(h) for h in spec["heads"][t]] for t in tasks}
         used = sorted({layer for hs in heads.values() for layer, _ in hs})
+        records = records[: spec["ablation_prompts"]]
         sums = {layer: torch.zeros(H * d_head, dtype=torch.float64) for layer in used}
         count = 0
         for r in records:
@@ -484,6 +488,17 @@ def worker(args: argparse.Namespace) -> None:
 
     marks["start"] = time.perf_counter()
     impl = args.worker
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        inner = loaded
+
+        def loaded(module: Any) -> None:  # noqa: F811 - the same mark, then start profiling the workload
+            inner(module)
+            profiler.enable()
+
     if impl == "toolkit":
         numbers = run_toolkit(spec, args.workload, loaded)
     elif impl in ("tl", "tl-unfiltered"):
@@ -492,6 +507,11 @@ def worker(args: argparse.Namespace) -> None:
         numbers = run_nnsight(spec, args.workload, loaded)
     else:
         raise SystemExit(f"unknown implementation {impl}")
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
     result = {"impl": impl, "workload": args.workload, "wall_s": time.perf_counter() - marks["t0"],
               "cpu_s": _cpu_s() - marks["cpu0"], "peak_rss_mb": _status_kb("VmHWM") / 1024,
               "rss_loaded_mb": marks["rss_loaded_mb"], "load_s": marks["load_s"], "peak_reset": marks["peak_reset"],
@@ -499,10 +519,11 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(result))
 
 
-def run_job(impl: str, workload: str, spec_path: Path, threads: int, tmp: Path) -> dict[str, Any]:
+def run_job(impl: str, workload: str, spec_path: Path, threads: int, tmp: Path, profile: bool = False
+            ) -> dict[str, Any]:
     out = tmp / f"{impl}-{workload}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--workload", workload,
-           "--spec", str(spec_path), "--out", str(out), "--threads", str(threads)]
+           "--spec", str(spec_path), "--out", str(out), "--threads", str(threads), *(["--profile"] if profile else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -510,6 +531,8 @@ def run_job(impl: str, workload: str, spec_path: Path, threads: int, tmp: Path) 
     if proc.returncode != 0 or not out.exists():
         tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
         return {"impl": impl, "workload": workload, "error": f"exit {proc.returncode}: {tail}"}
+    if profile:
+        print(proc.stdout, file=sys.stderr)
     result = json.loads(out.read_text())
     # The whole process (interpreter start, imports, model load and the workload), as /usr/bin/time counts it.
     result["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -539,9 +562,10 @@ def top_heads_from(numbers: Any, spec: dict[str, Any]) -> dict[str, list[list[in
 
 
 def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int, tmp: Path,
-               impls: Sequence[str], workloads: Sequence[str]) -> dict[str, Any]:
+               impls: Sequence[str], workloads: Sequence[str], journal: Path | None = None) -> dict[str, Any]:
+    limits = dict(part.split("=", 1) for part in args.limit.split(",") if "=" in part)
     spec = build_spec(model, args.task_set, [t for t in args.tasks.split(",") if t], n_prompts, length,
-                      args.tv_prompts, args.top_n, args.seed)
+                      args.tv_prompts, args.top_n, args.seed, args.ablation_prompts)
     spec_path = tmp / f"spec-{n_prompts}-{length}.json"
     jobs: list[dict[str, Any]] = []
     reference: dict[str, Any] = {}
@@ -551,13 +575,21 @@ def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int
         spec_path.write_text(json.dumps(spec))
         order = list(impls[w_index % len(impls):]) + list(impls[: w_index % len(impls)])  # interleaved
         for impl in order:
+            if workload not in limits.get(impl, workload):
+                continue
             print(f"  [{n_prompts} prompts × {spec['mean_tokens']:.0f} tokens] {workload} {impl} ...", end="",
                   flush=True, file=sys.stderr)
-            result = run_job(impl, workload, spec_path, args.threads, tmp)
+            result = run_job(impl, workload, spec_path, args.threads, tmp, args.profile)
             if "error" in result:
                 print(f" FAILED\n{result['error']}", file=sys.stderr)
             else:
-                print(f" {result['wall_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                print(f" {result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, peak {result['peak_rss_mb']:.0f} MB "
+                      f"(loaded {result['rss_loaded_mb']:.0f} MB)", file=sys.stderr)
+            if journal is not None:  # every job as it ends, so a stopped run keeps what it measured
+                with journal.open("a") as f:
+                    f.write(json.dumps({"n_prompts": n_prompts, "target_tokens": length,
+                                        "mean_tokens": spec["mean_tokens"],
+                                        **{k: v for k, v in result.items() if k != "numbers"}}) + "\n")
             if impl == "toolkit" and "numbers" in result:
                 reference[workload] = result["numbers"]
             jobs.append(result)
@@ -568,7 +600,8 @@ def run_config(args: argparse.Namespace, model: Any, n_prompts: int, length: int
             job["agrees"] = bool(job["max_abs_diff"] <= TOLERANCE[job["workload"]])
             del job["numbers"]
     return {"n_prompts": n_prompts, "target_tokens": length, "mean_tokens": spec["mean_tokens"],
-            "tv_prompts": spec["tv_prompts"], "tasks": spec["tasks"], "heads": spec["heads"], "jobs": jobs}
+            "tv_prompts": spec["tv_prompts"], "ablation_prompts": spec["ablation_prompts"], "tasks": spec["tasks"],
+            "heads": spec["heads"], "jobs": jobs}
 
 
 def _heads_in_process(model: Any, spec: dict[str, Any]) -> dict[str, list[list[int]]]:
@@ -580,13 +613,19 @@ def _heads_in_process(model: Any, spec: dict[str, Any]) -> dict[str, list[list[i
     return {t: [list(h) for h in top_heads(result, t, spec["top_n"])] for t in spec["tasks"]}
 
 
+def _working(job: dict[str, Any]) -> float:
+    """Memory the workload adds on top of the loaded model (peak RSS minus RSS after the load)."""
+    return float(job.get("working_mb", job["peak_rss_mb"] - job["rss_loaded_mb"]))
+
+
 def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Sequence[str]) -> str:
     jobs = {(j["impl"], j["workload"]): j for j in config["jobs"]}
-    head = (f"{config['n_prompts']} prompts × {config['mean_tokens']:.0f} tokens (task vectors: "
+    head = (f"{config['n_prompts']} prompts × {config['mean_tokens']:.0f} tokens (ablation: "
+            f"{config.get('ablation_prompts', config['n_prompts'])} prompts, task vectors: "
             f"{config['tv_prompts']} prompts), tasks {','.join(config['tasks'])}")
-    lines = [head, "| workload | implementation | wall s | CPU s | peak RSS MB (workload) | RSS after load MB | "
-                   "max abs diff | agrees | wall ratio vs toolkit | peak ratio vs toolkit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [head, "| workload | implementation | wall s | CPU s | peak RSS MB | model loaded MB | working MB | "
+                   "max abs diff | agrees | wall ÷ toolkit | peak ÷ toolkit | working ÷ toolkit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     totals: dict[str, dict[str, float]] = {}
     for workload in [*workloads, "all"]:
         for impl in impls:
@@ -597,6 +636,7 @@ def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Seque
                 job = {"wall_s": sum(p["wall_s"] for p in parts), "cpu_s": sum(p["cpu_s"] for p in parts),
                        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
                        "rss_loaded_mb": max(p["rss_loaded_mb"] for p in parts),
+                       "working_mb": max(_working(p) for p in parts),
                        "max_abs_diff": max(p.get("max_abs_diff", 0.0) for p in parts),
                        "agrees": all(p.get("agrees", False) for p in parts)}
                 totals[impl] = job
@@ -605,15 +645,41 @@ def format_config(config: dict[str, Any], impls: Sequence[str], workloads: Seque
                 if job is None:
                     continue
             if "error" in job:
-                lines.append(f"| {workload} | {impl} | failed | | | | | | | |")
+                lines.append(f"| {workload} | {impl} | failed | | | | | | | | | |")
                 continue
             base = totals.get("toolkit") if workload == "all" else jobs.get(("toolkit", workload))
             wall_ratio = job["wall_s"] / base["wall_s"] if base and "error" not in base else float("nan")
             peak_ratio = job["peak_rss_mb"] / base["peak_rss_mb"] if base and "error" not in base else float("nan")
+            work_ratio = _working(job) / max(_working(base), 1.0) if base and "error" not in base else float("nan")
             name = "(a)–(d)" if workload == "all" else f"({workload}) {WORKLOAD_NAMES[workload]}"
             lines.append(f"| {name} | {impl} | {job['wall_s']:.2f} | {job['cpu_s']:.2f} | {job['peak_rss_mb']:.0f} | "
-                         f"{job['rss_loaded_mb']:.0f} | {job.get('max_abs_diff', float('nan')):.1e} | "
-                         f"{'yes' if job.get('agrees') else 'NO'} | {wall_ratio:.2f}× | {peak_ratio:.2f}× |")
+                         f"{job['rss_loaded_mb']:.0f} | {_working(job):.0f} | {job.get('max_abs_diff', float('nan')):.1e} | "
+                         f"{'yes' if job.get('agrees') else 'NO'} | {wall_ratio:.2f}× | {peak_ratio:.2f}× | "
+                         f"{work_ratio:.2f}× |")
+    return "\n".join(lines)
+
+
+def summary_table(config: dict[str, Any], impls: Sequence[str] = IMPLS, workloads: Sequence[str] = WORKLOADS) -> str:
+    """Compact Markdown for the README: per workload, each implementation's CPU s (× the toolkit's), wall s and peak RSS."""
+    jobs = {(j["impl"], j["workload"]): j for j in config["jobs"] if "error" not in j}
+    impls = [i for i in impls if any((i, w) in jobs for w in workloads)]
+    lines = ["| workload | " + " | ".join(impls) + " |", "|---|" + "---|" * len(impls)]
+    for workload in [*workloads, "all"]:
+        cells = []
+        for impl in impls:
+            parts = [jobs.get((impl, w)) for w in (workloads if workload == "all" else [workload])]
+            base = [jobs.get(("toolkit", w)) for w in (workloads if workload == "all" else [workload])]
+            if any(p is None for p in parts) or any(b is None for b in base):
+                cells.append("–")
+                continue
+            cpu, wall = sum(p["cpu_s"] for p in parts), sum(p["wall_s"] for p in parts)
+            peak = max(p["peak_rss_mb"] for p in parts)
+            ratio = "" if impl == "toolkit" else f" (**{cpu / sum(b['cpu_s'] for b in base):.1f}×**)"
+            diff = max(p.get("max_abs_diff", 0.0) for p in parts)
+            agree = "" if impl == "toolkit" else f", Δ≤{diff:.0e}"
+            cells.append(f"{cpu:.0f} s CPU{ratio}, {wall:.0f} s wall, {peak:.0f} MB{agree}")
+        name = "(a)–(d)" if workload == "all" else f"({workload}) {WORKLOAD_NAMES[workload]}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -626,20 +692,32 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=700, help="target prompt length in tokens")
     ap.add_argument("--tv-prompts", type=int, default=4, help="prompts for the task vectors and patched in (d)")
     ap.add_argument("--top-n", type=int, default=5, help="heads ablated per task in (c)")
+    ap.add_argument("--ablation-prompts", type=int, default=0,
+                    help="(c) on the first N prompts only (means over those too; 0: all)")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--limit", default="", help="run some implementations on fewer workloads, e.g. "
+                                                "'tl-unfiltered=a+b' (it differs from tl only in its cached passes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every job")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scaling", action="store_true", help="the length and count grids instead of one configuration")
     ap.add_argument("--lengths", default="200,800,1600", help="--scaling: prompt lengths (tokens) at --n-prompts")
     ap.add_argument("--counts", default="10,40,160", help="--scaling: prompt counts at --length")
     ap.add_argument("--out", default="runs/bench_peers.json")
+    ap.add_argument("--profile", action="store_true", help="profile every job (cProfile, top 30 by cumulative "
+                                                            "time, printed after the job)")
+    ap.add_argument("--summary", default="", help="print the README table of a results JSON and exit")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--workload", default="", help=argparse.SUPPRESS)
     ap.add_argument("--spec", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.summary:
+        for config in json.loads(Path(args.summary).read_text())["configs"]:
+            print(format_config(config, IMPLS, WORKLOADS).splitlines()[0])
+            print(summary_table(config) + "\n")
         return
 
     from interp.models import load_model
@@ -657,9 +735,13 @@ def main() -> None:
         grid = [(args.n_prompts, int(x)) for x in args.lengths.split(",") if x]
         grid += [(int(n), args.length) for n in args.counts.split(",") if n and (int(n), args.length) not in grid]
     configs = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    journal = out.with_suffix(".jobs.jsonl")
+    journal.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         for n_prompts, length in grid:
-            configs.append(run_config(args, model, n_prompts, length, Path(tmp), impls, workloads))
+            configs.append(run_config(args, model, n_prompts, length, Path(tmp), impls, workloads, journal))
             print(format_config(configs[-1], impls, workloads) + "\n", flush=True)
     import torch
     import transformer_lens
@@ -672,8 +754,6 @@ def main() -> None:
     meta = {"model": args.model, "task_set": args.task_set, "threads": args.threads, "torch": torch.__version__,
             "transformer_lens": getattr(transformer_lens, "__version__", "?"), "nnsight": nnsight_version,
             "tolerance": TOLERANCE, "cpu_count": os.cpu_count()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "configs": configs}, indent=1))
     print(f"wrote {out}")
 

@@ -245,10 +245,104 @@ def _encode(model: LoadedModel, prompts: Sequence[Prompt], role: str) -> tuple[l
     return all_ids, all_pos
 
 
+# Hooks a plain forward of ``model.hf_model`` can read with module hooks (TransformerLens name suffix ->
+# what is read): the block's input, its output, the output projection's input (every head's z,
+# head-major), the attention and MLP outputs as added to the residual.
+_PLAIN_SUFFIXES = ("hook_resid_pre", "hook_resid_post", "attn.hook_z", "hook_attn_out", "hook_mlp_out")
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last block whose activations are needed: nothing later is computed."""
+
+
+def _plain_readable(model: LoadedModel, names: Sequence[str]) -> bool:
+    """Whether every hook can be read from the plain HF model (sdpa attention, no bridge).
+
+    Models whose attention or MLP output is normalised before the residual add, or whose blocks add
+    attention and MLP in parallel, keep the bridge (its ``hook_attn_out``/``hook_mlp_out`` say what is added).
+    """
+    adapter = getattr(model, "adapter", None)
+    if adapter is None or adapter.post_attn_norm_name or adapter.post_mlp_norm_name or adapter.parallel_residual:
+        return False
+    for name in names:
+        parts = name.split(".", 2)
+        if len(parts) != 3 or parts[0] != "blocks" or parts[2] not in _PLAIN_SUFFIXES:
+            return False
+    return True
+
+
+@torch.no_grad()
+def _forward_plain(model: LoadedModel, ids: list[int], pos: list[int], names: Sequence[str], dtype: torch.dtype
+                   ) -> dict[str, Tensor]:
+    """:func:`_forward_one` on the plain HF model: module hooks slice the kept positions as the forward
+    runs, the forward stops after the last hooked block, and the unembedding (when reached) is computed
+    for one position only. Same activations as the bridge's hooks up to float error (sdpa vs eager)."""
+    adapter = model.adapter
+    index = torch.tensor(pos, dtype=torch.long, device=model.device)
+    store: dict[str, Tensor] = {}
+    last_layer = max(int(n.split(".")[1]) for n in names)
+    d_head = adapter.d_head
+
+    def keep(name: str, act: Tensor) -> None:
+        picked = act[0].index_select(0, index)
+        if name.endswith("attn.hook_z"):
+            picked = picked.view(len(pos), -1, d_head)
+        store[name] = picked.detach().to("cpu", dtype).contiguous()
+
+    def output_of(out: Any) -> Tensor:
+        return out[0] if isinstance(out, tuple) else out
+
+    handles = []
+    try:
+        for name in names:
+            layer_index, suffix = int(name.split(".")[1]), name.split(".", 2)[2]
+            block = adapter.layer(layer_index)
+            if suffix == "hook_resid_pre":
+                handles.append(block.register_forward_pre_hook(
+                    lambda _m, args, kwargs, n=name: keep(n, args[0] if args else kwargs["hidden_states"]),
+                    with_kwargs=True))
+            elif suffix == "hook_resid_post":
+                handles.append(block.register_forward_hook(lambda _m, _a, out, n=name: keep(n, output_of(out))))
+            elif suffix == "attn.hook_z":
+                handles.append(adapter.o_proj(layer_index).register_forward_pre_hook(
+                    lambda _m, args, n=name: keep(n, args[0])))
+            elif suffix == "hook_attn_out":
+                attn = block.get_submodule(adapter.attn_name)
+                handles.append(attn.register_forward_hook(lambda _m, _a, out, n=name: keep(n, output_of(out))))
+            else:  # hook_mlp_out
+                mlp = block.get_submodule(adapter.mlp_name)
+                handles.append(mlp.register_forward_hook(lambda _m, _a, out, n=name: keep(n, output_of(out))))
+
+        def stop(_m: Any, _a: Any, _out: Any) -> None:
+            raise _StopForward
+
+        # Registered last, so the block's own hooks (resid_post) have run when it fires.
+        handles.append(adapter.layer(last_layer).register_forward_hook(stop))
+        try:
+            model.hf_model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
+        except _StopForward:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    return store
+
+
 @torch.no_grad()
 def _forward_one(model: LoadedModel, ids: list[int], pos: list[int], names: Sequence[str], dtype: torch.dtype,
                  stop_at: int | None) -> dict[str, Tensor]:
-    """One prompt's selected activations, sliced inside the hooks (``{hook: [position, ...]}``)."""
+    """One prompt's selected activations, sliced inside the hooks (``{hook: [position, ...]}``).
+
+    Residuals, every head's ``z`` and the attention/MLP outputs come from the plain HF model (sdpa
+    attention, stopped after the last hooked block, see :func:`_forward_plain`); any other hook
+    (attention patterns, q/k/v, norm scales) from the TransformerLens bridge.
+    """
+    if _plain_readable(model, names):
+        store = _forward_plain(model, ids, pos, names, dtype)
+        for n in names:
+            if n not in store:
+                raise InterpError(f"hook {n} did not fire: check the hook name and layers")
+        return store
     index = torch.tensor(pos, dtype=torch.long, device=model.device)
     store: dict[str, Tensor] = {}
 

@@ -205,6 +205,19 @@ class ModelAdapter:
         bias = getattr(head, "bias", None)
         return W_U.contiguous(), (bias.detach().double().cpu() if isinstance(bias, Tensor) else None)
 
+    def unembed_columns(self, tokens: Tensor) -> tuple[Float[Tensor, "d_model ..."], Float[Tensor, " d_model"],
+                                                       Float[Tensor, " d_vocab"] | None]:
+        """``W_U[:, tokens]``, the mean column of ``W_U`` over the vocabulary and ``b_U`` (None when the head
+        has no bias), float64 on CPU — what a centred logit needs, without a float64 copy of all of ``W_U``."""
+        head = self.unembed_module()
+        weight = head.weight.detach()
+        rows = weight if isinstance(head, torch.nn.Linear) else weight.T  # [vocab, d_model], a view
+        mean = (rows.sum(0, dtype=torch.float64) / rows.shape[0]).cpu()
+        flat = tokens.reshape(-1).to(rows.device)
+        columns = rows.index_select(0, flat).double().cpu().T.reshape(rows.shape[1], *tokens.shape)
+        bias = getattr(head, "bias", None)
+        return columns.contiguous(), mean, (bias.detach().double().cpu() if isinstance(bias, Tensor) else None)
+
     def output_weights(self) -> tuple[Float[Tensor, "layer head d_head d_model"], Float[Tensor, "layer d_model"]]:
         """Per-head ``W_O`` and the output bias ``b_O`` of every layer (zeros when none), float64.
 

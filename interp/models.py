@@ -325,6 +325,34 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
+# Allocations at least this large are served by mmap and go back to the OS when freed (glibc malloc).
+HEAP_MMAP_THRESHOLD = 4 * 1024 * 1024
+
+
+def limit_heap_retention(threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
+    """Make freed activation buffers of at least ``threshold`` bytes go back to the OS (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which a
+    forward's MB-sized temporaries are carved from the heap and stay resident when freed: a run over
+    prompts of varying lengths then grows its RSS by hundreds of MB (SmolLM2, 20 prompts of ~600
+    tokens: +636 MB over the loaded model for a query-position logit lens). A fixed 4 MiB threshold
+    keeps that growth to tens of MB at no measurable CPU cost (128 KiB cost ~20 % CPU in page
+    faults). Process-wide; left alone when the user set ``MALLOC_MMAP_THRESHOLD_``. Returns whether
+    it was applied.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    m_mmap_threshold = -3  # <malloc.h>
+    return bool(ctypes.CDLL(name).mallopt(m_mmap_threshold, int(threshold)))
+
+
 def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str | torch.dtype = "float32") -> LoadedModel:
     """Load a model for scoring and hooked runs, fully offline unless a hub id is given.
 
@@ -347,6 +375,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
 
         device = check_device(device)
     parse_dtype(dtype)
+    limit_heap_retention()
     try:
         with torch.inference_mode(False), _restore_grad_mode():
             return _load(spec, device, dtype)

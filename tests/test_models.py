@@ -70,3 +70,13 @@ def test_bad_dtype_and_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(InterpError, match="--device cpu"):
             load_model("tiny-llama", device="cuda")
+
+
+def test_heap_retention_limit_applies_on_glibc_unless_the_user_set_it(monkeypatch) -> None:
+    import platform
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert models.limit_heap_retention() is on_glibc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # the user's own setting wins
+    assert models.limit_heap_retention() is False
