@@ -63,7 +63,7 @@ from interp.tasks import (
 
 SPEC = "constructed-superposition"
 #: Bumped whenever the weights a given set of options produces change (part of the directory name).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INFO_FILE = "interp_constructed.json"
 SEPARATOR = ">"
 MAX_INTERMEDIATE = 16384  # MLP width refused above this (the output MLP grows as K · alphabet · grid)
@@ -77,6 +77,8 @@ HEAD_LOGIT = 3.0  # A: what a task head writes directly onto its answer's logit
 ATTENTION_MARGIN = 30.0  # score gap (after scaling) between the attended position(s) and the rest
 GATE = 80.0  # the bookkeeping MLP's gate scale (silu(±GATE/2) is ±GATE/2 or 0 to float precision)
 KINK_SHARPNESS = 30.0  # the output MLP's gate scale times the smallest grid spacing
+SMALLEST_SHARE = 1 / 256  # below the exact grid, log p is interpolated on a geometric grid down to this share
+GEOMETRIC_RATIO = 1.06
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,20 @@ class ConstructedOptions:
         return sorted({Fraction(a, b) for b in range(1, self.n_examples + 1) for a in range(0, b + 1)})
 
     @property
+    def nodes(self) -> list[float]:
+        """Kinks of the output MLP's log: the exact grid, plus a geometric grid (ratio 1.06) from 1/256 up to
+        1/n_examples, so that prompts of more examples (shares below 1/n_examples) stay close to exact."""
+        exact = [float(g) for g in self.grid]
+        low, u = [], SMALLEST_SHARE
+        while u < exact[1] / GEOMETRIC_RATIO:
+            low.append(u)
+            u *= GEOMETRIC_RATIO
+        return [0.0, *low, *exact[1:]]
+
+    @property
     def intermediate_size(self) -> int:
-        return self.n_tasks * len(self.alphabet) * (len(self.grid) - 1)
+        # One neuron per (task, letter, node): a kink at every node above 0, and the constant term.
+        return self.n_tasks * len(self.alphabet) * len(self.nodes)
 
 
 def parse_constructed_spec(spec: str) -> ConstructedOptions | None:
@@ -317,15 +331,20 @@ def offset_query(head_dim: int, offset: int, max_len: int = MAX_POSITIONS) -> tu
 # ------------------------------------------------------------------------------------ the weights
 
 
-def _log_kinks(options: ConstructedOptions) -> tuple[np.ndarray, np.ndarray, float]:
-    """Kinks ``u_j``, slope changes ``c_j`` and gate scale β of f(p) = Σ_j c_j ReLU(p - u_j), with
-    f(0) = 0 and f(u) = log u + B - A on every grid point u > 0."""
-    grid = np.array([float(g) for g in options.grid])
-    values = np.r_[0.0, np.log(grid[1:]) + WRONG_LOGIT - HEAD_LOGIT]
-    slopes = np.diff(values) / np.diff(grid)
-    changes = np.r_[slopes[0], np.diff(slopes)]
-    beta = KINK_SHARPNESS / float(np.diff(grid).min())
-    return grid[:-1], changes, beta
+def _log_kinks(options: ConstructedOptions) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """``f(1)``, kinks ``u_j`` (every node above 0), weights ``d_j`` and gate scale β of
+
+        f(p) = f(1) - Σ_j d_j ReLU(u_j - p),   f(0) = 0,   f(u) = log u + B - A on every node u > 0.
+
+    Left-facing ReLUs vanish above their kink, so at the shares that matter every term is small
+    (a right-facing basis would carry the steep first segment, slope ≈ 17 / u_1, into every sum and
+    lose ~1e-4 to float32 cancellation)."""
+    nodes = np.array(options.nodes)
+    values = np.r_[0.0, np.log(nodes[1:]) + WRONG_LOGIT - HEAD_LOGIT]
+    slopes = np.diff(values) / np.diff(nodes)  # s_j on [u_j, u_{j+1}]
+    weights = np.r_[slopes[:-1] - slopes[1:], slopes[-1]]  # d_j for u_1 .. u_m
+    beta = KINK_SHARPNESS / float(np.diff(nodes).min())
+    return float(values[-1]), nodes[1:], weights, beta
 
 
 def build_model(options: ConstructedOptions) -> Any:
@@ -411,15 +430,21 @@ def build_model(options: ConstructedOptions) -> Any:
             mlps[0]["down"][lay.consistent + k, row] = 2.0 / GATE
             row += 1
     # MLP 2 (output): logit[v] += answer_k[v] · f(p_k), one neuron per (task, letter, kink).
-    kinks, changes, beta = _log_kinks(options)
+    f_one, kinks, weights, beta = _log_kinks(options)
     row = 0
     for k in range(K):
         for v in range(n):
-            for u, c in zip(kinks, changes):
-                mlps[2]["gate"][row, lay.mix + k] = beta
-                mlps[2]["gate"][row, lay.const] = -beta * u
+            # silu(β) = β: the constant term f(1), gated by the answer slot.
+            mlps[2]["gate"][row, lay.const] = beta
+            mlps[2]["up"][row, lay.answer_dim(k, v)] = 1.0
+            mlps[2]["down"][lay.logit + v, row] = f_one / beta
+            row += 1
+            for u, w in zip(kinks, weights):
+                # silu(β(u - p)) / β = ReLU(u - p): exact at the kink itself and farther than 30/β from it.
+                mlps[2]["gate"][row, lay.mix + k] = -beta
+                mlps[2]["gate"][row, lay.const] = beta * u
                 mlps[2]["up"][row, lay.answer_dim(k, v)] = 1.0
-                mlps[2]["down"][lay.logit + v, row] = c / beta
+                mlps[2]["down"][lay.logit + v, row] = -w / beta
                 row += 1
 
     unembed = np.zeros((config.vocab_size, d), f64)
