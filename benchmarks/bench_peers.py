@@ -683,6 +683,26 @@ def summary_table(config: dict[str, Any], impls: Sequence[str] = IMPLS, workload
     return "\n".join(lines)
 
 
+def scaling_table(configs: Sequence[dict[str, Any]], workload: str, impls: Sequence[str] = IMPLS) -> str:
+    """One row per configuration (prompts × tokens): each implementation's CPU s (÷ the toolkit's) and peak RSS."""
+    rows = []
+    for config in configs:
+        jobs = {j["impl"]: j for j in config["jobs"] if j["workload"] == workload and "error" not in j}
+        if "toolkit" not in jobs:
+            continue
+        base = jobs["toolkit"]["cpu_s"]
+        def cell(impl: str, jobs: dict[str, Any] = jobs, base: float = base) -> str:
+            if impl not in jobs:
+                return "–"
+            ratio = "" if impl == "toolkit" else f" ({jobs[impl]['cpu_s'] / base:.1f}×)"
+            return f"{jobs[impl]['cpu_s']:.1f} s{ratio}, {jobs[impl]['peak_rss_mb']:.0f} MB"
+
+        cells = [cell(i) for i in impls]
+        rows.append(f"| {config['n_prompts']} × {config['mean_tokens']:.0f} | " + " | ".join(cells) + " |")
+    head = f"| ({workload}) prompts × tokens | " + " | ".join(impls) + " |"
+    return "\n".join([head, "|---|" + "---|" * len(impls), *rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -713,6 +733,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.summary and args.scaling:
+        configs = [c for path in args.summary.split(",") for c in json.loads(Path(path).read_text())["configs"]]
+        for workload in dict.fromkeys(j["workload"] for c in configs for j in c["jobs"]):
+            print(scaling_table(configs, workload) + "\n")
         return
     if args.summary:
         for config in json.loads(Path(args.summary).read_text())["configs"]:
