@@ -35,8 +35,14 @@ wall time, CPU time (user + system) and the peak RSS of the workload, plus the p
 Usage::
 
     make bench-peers                       # builds .venv-bench (project requirements + requirements-bench.txt)
-    .venv-bench/bin/python benchmarks/bench_peers.py --n-prompts 20 --length 700
-    .venv-bench/bin/python benchmarks/bench_peers.py --scaling --lengths 200,800,1600 --counts 10,40,160
+    # the README's run (the defaults): 20 prompts of ~600 tokens, (c) on 4 of them, (d) on 1
+    .venv-bench/bin/python benchmarks/bench_peers.py --out runs/bench_peers.json
+    .venv-bench/bin/python benchmarks/bench_peers.py --summary runs/bench_peers.json     # the README table
+    # the README's scaling tables
+    .venv-bench/bin/python benchmarks/bench_peers.py --scaling --n-prompts 4 --length 200 --lengths 200,800,1600 \
+        --counts "" --workloads a,b --limit tl-unfiltered=a --out runs/peers_lengths.json
+    .venv-bench/bin/python benchmarks/bench_peers.py --scaling --n-prompts 10 --length 200 --lengths "" \
+        --counts 10,40,160 --workloads a --out runs/peers_counts.json
 
 ``--threads`` (default 1) fixes torch's threads in every job, so a shared 2-core machine measures the same
 work for every implementation.
@@ -709,14 +715,14 @@ def main() -> None:
     ap.add_argument("--task-set", default="ab")
     ap.add_argument("--tasks", default="", help="tasks in every prompt, comma-separated (default: the set's)")
     ap.add_argument("--n-prompts", type=int, default=20)
-    ap.add_argument("--length", type=int, default=700, help="target prompt length in tokens")
-    ap.add_argument("--tv-prompts", type=int, default=4, help="prompts for the task vectors and patched in (d)")
+    ap.add_argument("--length", type=int, default=600, help="target prompt length in tokens")
+    ap.add_argument("--tv-prompts", type=int, default=1, help="prompts for the task vectors and patched in (d)")
     ap.add_argument("--top-n", type=int, default=5, help="heads ablated per task in (c)")
-    ap.add_argument("--ablation-prompts", type=int, default=0,
+    ap.add_argument("--ablation-prompts", type=int, default=4,
                     help="(c) on the first N prompts only (means over those too; 0: all)")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--limit", default="", help="run some implementations on fewer workloads, e.g. "
+    ap.add_argument("--limit", default="tl-unfiltered=a+b", help="run some implementations on fewer workloads, e.g. "
                                                 "'tl-unfiltered=a+b' (it differs from tl only in its cached passes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every job")
     ap.add_argument("--seed", type=int, default=0)
