@@ -76,7 +76,7 @@ $(BENCH_STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	@rm -f $(BENCH_VENV)/.installed-*
 	@touch $@
 
-# Default: the README run (SmolLM2, 20 prompts of ~600 tokens, (c) on 4 of them, (d) on 1; ~45 min on 2 cores);
+# Default: the README run (SmolLM2, 20 prompts of ~600 tokens, (c) on 4 of them, (d) on 1; ~32 min here);
 # BENCH_PEERS_ARGS to change it (see the script's --help).
 .PHONY: bench-peers
 bench-peers: $(BENCH_STAMP)
