@@ -88,7 +88,8 @@ $(BENCH_STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	@rm -f $(BENCH_VENV)/.installed-*
 	@touch $@
 
-# Default: SmolLM2, 20 prompts of ~700 tokens, all four workloads and implementations (BENCH_PEERS_ARGS to change).
+# Default: the README run (SmolLM2, 20 prompts of ~600 tokens, (c) on 4 of them, (d) on 1; ~32 min here);
+# BENCH_PEERS_ARGS to change it (see the script's --help).
 .PHONY: bench-peers
 bench-peers: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py $(BENCH_PEERS_ARGS)

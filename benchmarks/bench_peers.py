@@ -35,8 +35,14 @@ wall time, CPU time (user + system) and the peak RSS of the workload, plus the p
 Usage::
 
     make bench-peers                       # builds .venv-bench (project requirements + requirements-bench.txt)
-    .venv-bench/bin/python benchmarks/bench_peers.py --n-prompts 20 --length 700
-    .venv-bench/bin/python benchmarks/bench_peers.py --scaling --lengths 200,800,1600 --counts 10,40,160
+    # the README's run (the defaults): 20 prompts of ~600 tokens, (c) on 4 of them, (d) on 1
+    .venv-bench/bin/python benchmarks/bench_peers.py --out runs/bench_peers.json
+    .venv-bench/bin/python benchmarks/bench_peers.py --summary runs/bench_peers.json     # the README table
+    # the README's scaling tables
+    .venv-bench/bin/python benchmarks/bench_peers.py --scaling --n-prompts 4 --length 200 --lengths 200,800,1600 \
+        --counts "" --workloads a,b --limit tl-unfiltered=a --out runs/peers_lengths.json
+    .venv-bench/bin/python benchmarks/bench_peers.py --scaling --n-prompts 10 --length 200 --lengths "" \
+        --counts 10,40,160 --workloads a --out runs/peers_counts.json
 
 ``--threads`` (default 1) fixes torch's threads in every job, so a shared 2-core machine measures the same
 work for every implementation.
@@ -683,20 +689,40 @@ def summary_table(config: dict[str, Any], impls: Sequence[str] = IMPLS, workload
     return "\n".join(lines)
 
 
+def scaling_table(configs: Sequence[dict[str, Any]], workload: str, impls: Sequence[str] = IMPLS) -> str:
+    """One row per configuration (prompts × tokens): each implementation's CPU s (÷ the toolkit's) and peak RSS."""
+    rows = []
+    for config in configs:
+        jobs = {j["impl"]: j for j in config["jobs"] if j["workload"] == workload and "error" not in j}
+        if "toolkit" not in jobs:
+            continue
+        base = jobs["toolkit"]["cpu_s"]
+        def cell(impl: str, jobs: dict[str, Any] = jobs, base: float = base) -> str:
+            if impl not in jobs:
+                return "–"
+            ratio = "" if impl == "toolkit" else f" ({jobs[impl]['cpu_s'] / base:.1f}×)"
+            return f"{jobs[impl]['cpu_s']:.1f} s{ratio}, {jobs[impl]['peak_rss_mb']:.0f} MB"
+
+        cells = [cell(i) for i in impls]
+        rows.append(f"| {config['n_prompts']} × {config['mean_tokens']:.0f} | " + " | ".join(cells) + " |")
+    head = f"| ({workload}) prompts × tokens | " + " | ".join(impls) + " |"
+    return "\n".join([head, "|---|" + "---|" * len(impls), *rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--task-set", default="ab")
     ap.add_argument("--tasks", default="", help="tasks in every prompt, comma-separated (default: the set's)")
     ap.add_argument("--n-prompts", type=int, default=20)
-    ap.add_argument("--length", type=int, default=700, help="target prompt length in tokens")
-    ap.add_argument("--tv-prompts", type=int, default=4, help="prompts for the task vectors and patched in (d)")
+    ap.add_argument("--length", type=int, default=600, help="target prompt length in tokens")
+    ap.add_argument("--tv-prompts", type=int, default=1, help="prompts for the task vectors and patched in (d)")
     ap.add_argument("--top-n", type=int, default=5, help="heads ablated per task in (c)")
-    ap.add_argument("--ablation-prompts", type=int, default=0,
+    ap.add_argument("--ablation-prompts", type=int, default=4,
                     help="(c) on the first N prompts only (means over those too; 0: all)")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--limit", default="", help="run some implementations on fewer workloads, e.g. "
+    ap.add_argument("--limit", default="tl-unfiltered=a+b", help="run some implementations on fewer workloads, e.g. "
                                                 "'tl-unfiltered=a+b' (it differs from tl only in its cached passes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every job")
     ap.add_argument("--seed", type=int, default=0)
@@ -713,6 +739,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.summary and args.scaling:
+        configs = [c for path in args.summary.split(",") for c in json.loads(Path(path).read_text())["configs"]]
+        for workload in dict.fromkeys(j["workload"] for c in configs for j in c["jobs"]):
+            print(scaling_table(configs, workload) + "\n")
         return
     if args.summary:
         for config in json.loads(Path(args.summary).read_text())["configs"]:

@@ -212,7 +212,11 @@ class ModelAdapter:
         head = self.unembed_module()
         weight = head.weight.detach()
         rows = weight if isinstance(head, torch.nn.Linear) else weight.T  # [vocab, d_model], a view
-        mean = (rows.sum(0, dtype=torch.float64) / rows.shape[0]).cpu()
+        # Summed in chunks: sum(dtype=float64) would first make a float64 copy of all of W_U.
+        total = torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)
+        for start in range(0, rows.shape[0], 4096):
+            total += rows[start: start + 4096].double().sum(0)
+        mean = (total / rows.shape[0]).cpu()
         flat = tokens.reshape(-1).to(rows.device)
         columns = rows.index_select(0, flat).double().cpu().T.reshape(rows.shape[1], *tokens.shape)
         bias = getattr(head, "bias", None)
