@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def run_superposition(config: SuperpositionConfig, show_progress: bool = True,
     base_seed = seeds[0] if seeds else config.seed
     prompts = make_prompts(replace(config, seed=base_seed))
     if config.api_base:
-        return _run_api(config, prompts, seeds, base_seed, show_progress)
+        return _run_api(config, prompts, seeds, show_progress)
     model = model if model is not None else make_model(config)
     run = open_run(config, "superposition", model)
     save_prompts(prompts, run.file("prompts.jsonl"))
@@ -76,23 +77,30 @@ def run_superposition(config: SuperpositionConfig, show_progress: bool = True,
         run.write_csv("baseline_scores.csv", result.baseline_scores)
     if result.topk is not None:
         run.write_csv("topk.csv", result.topk)
-    spread = None
-    if len(seeds) > 1:
-        # Replicates: new prompts per seed (the top-K search is skipped there: it only feeds r).
-        summaries = {base_seed: result.summary}
-        frames = [result.summary.assign(seed=base_seed)]
-        for seed in seeds[1:]:
-            extra = analyse(model, make_prompts(replace(config, seed=seed)), replace(config, topk=False),
-                            show_progress=show_progress)
-            summaries[seed] = extra.summary
-            frames.append(extra.summary.assign(seed=seed))
-        spread = seed_spread(summaries)
-        run.write_csv("seed_summaries.csv", pd.concat(frames, ignore_index=True))
-        run.write_csv("seed_spread.csv", spread)
-        result.metrics["seeds"] = seeds
+    # Replicates: new prompts per seed (the top-K search is skipped there: it only feeds r).
+    spread = _seed_replicates(run, result, seeds, lambda seed: analyse(
+        model, make_prompts(replace(config, seed=seed)), replace(config, topk=False), show_progress=show_progress))
     run.write_json("metrics.json", result.metrics)
     run.save_figure("superposition", plot_summary(result.summary, f"{model.name} · {config.task_set} · {len(prompts)} prompts"))
     return SuperpositionRun(**vars(result), out=run.path, seed_spread=spread)
+
+
+def _seed_replicates(run: RunDir, result: SuperpositionResult, seeds: list[int],
+                     score_seed: Callable[[int], SuperpositionResult]) -> pd.DataFrame | None:
+    """Score each further seed's prompts; write per-seed summaries and their spread (None for one seed)."""
+    if len(seeds) <= 1:
+        return None
+    summaries = {seeds[0]: result.summary}
+    frames = [result.summary.assign(seed=seeds[0])]
+    for seed in seeds[1:]:
+        extra = score_seed(seed)
+        summaries[seed] = extra.summary
+        frames.append(extra.summary.assign(seed=seed))
+    spread = seed_spread(summaries)
+    run.write_csv("seed_summaries.csv", pd.concat(frames, ignore_index=True))
+    run.write_csv("seed_spread.csv", spread)
+    result.metrics["seeds"] = seeds
+    return spread
 
 
 def api_settings(config: ApiSettings) -> ApiSettings:
@@ -112,8 +120,7 @@ def open_api_run(config: SuperpositionConfig, analysis: str) -> RunDir:
                   overwrite=config.overwrite)
 
 
-def _run_api(config: SuperpositionConfig, prompts: list, seeds: list[int], base_seed: int,
-             show_progress: bool) -> SuperpositionRun:
+def _run_api(config: SuperpositionConfig, prompts: list, seeds: list[int], show_progress: bool) -> SuperpositionRun:
     """Score through the endpoint: answers already in the run's store are not asked again."""
     settings = api_settings(config)
     run = open_api_run(config, "superposition")
@@ -124,19 +131,8 @@ def _run_api(config: SuperpositionConfig, prompts: list, seeds: list[int], base_
         run.write_csv(f"{name}.csv", getattr(result, name))
     if len(result.baseline_scores):
         run.write_csv("baseline_scores.csv", result.baseline_scores)
-    spread = None
-    if len(seeds) > 1:
-        summaries = {base_seed: result.summary}
-        frames = [result.summary.assign(seed=base_seed)]
-        for seed in seeds[1:]:
-            extra = analyse_api(make_prompts(replace(config, seed=seed)), config, settings, store,
-                                show_progress=show_progress)
-            summaries[seed] = extra.summary
-            frames.append(extra.summary.assign(seed=seed))
-        spread = seed_spread(summaries)
-        run.write_csv("seed_summaries.csv", pd.concat(frames, ignore_index=True))
-        run.write_csv("seed_spread.csv", spread)
-        result.metrics["seeds"] = seeds
+    spread = _seed_replicates(run, result, seeds, lambda seed: analyse_api(
+        make_prompts(replace(config, seed=seed)), config, settings, store, show_progress=show_progress))
     run.write_json("metrics.json", result.metrics)
     title = f"{config.api_model} (API, {config.api_method}) · {config.task_set} · {len(prompts)} prompts"
     run.save_figure("superposition", plot_summary(result.summary, title))
