@@ -52,7 +52,7 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.progress import progress
-from interp.prompts import Prompt
+from interp.prompts import Prompt, check_prompt_list
 from interp.validate import Validated
 
 _log = logging.getLogger(__name__)
@@ -550,21 +550,6 @@ SCORE_COLUMNS = ["prompt_id", "task", "answer", "share", "prob", "logprob", "n_t
                  "boundary_moved", "method", "reached", "requests"]
 
 
-def check_api_prompts(prompts: Any) -> None:
-    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-        raise InterpError(f"prompts must be a list of Prompt (from build_prompts), got {type(prompts).__name__}")
-    if not prompts:
-        raise InterpError("no prompts to score: build at least one with build_prompts")
-    for p in prompts:
-        if not isinstance(p, Prompt):
-            raise InterpError(f"prompts must be Prompt objects (from build_prompts), got {type(p).__name__}")
-        if not p.answers:
-            raise InterpError(f"prompt {p.prompt_id} has no answers to score")
-        for task, answer in p.answers.items():
-            if not isinstance(answer, str) or not answer:
-                raise InterpError(f"prompt {p.prompt_id}: the answer of task {task!r} is empty: every answer needs text")
-
-
 def _max_steps(client: CompletionsClient, settings: ApiSettings, prompts: Sequence[Prompt]) -> tuple[int, dict[str, int]]:
     """Search steps (the authors': int(1.5 × longest answer in tokens)) and each answer's token count."""
     counts: dict[str, int] = {}
@@ -586,7 +571,7 @@ def score_prompts_api(prompts: Sequence[Prompt], settings: ApiSettings, store_pa
     ``store_path``: the JSONL store; units found there are not requested again (resume). A failure
     raises one :class:`ApiError` after the units already finished are on disk.
     """
-    check_api_prompts(prompts)
+    check_prompt_list(prompts)
     if not settings.api_base:
         raise InterpError("no API to score with: pass --api-base URL and --api-model NAME")
     client = client or CompletionsClient(settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,20 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         raise InterpError(f"cannot read prompts file {path} ({exc.strerror or type(exc).__name__})") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InterpError(f"prompts file {path} is damaged ({type(exc).__name__}): rebuild it") from None
+
+
+def check_prompt_list(prompts: Any) -> None:
+    """Refuse, in one line, what no scorer can score: not a list of Prompt, an empty list, a prompt without
+    answers or with an empty answer."""
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise InterpError(f"prompts must be a list of Prompt (from build_prompts), got {type(prompts).__name__}")
+    if not prompts:
+        raise InterpError("no prompts to score: build at least one with build_prompts")
+    for p in prompts:
+        if not isinstance(p, Prompt):
+            raise InterpError(f"prompts must be Prompt objects (from build_prompts), got {type(p).__name__}")
+        if not p.answers:
+            raise InterpError(f"prompt {p.prompt_id} has no answers to score")
+        for task, answer in p.answers.items():
+            if not isinstance(answer, str) or not answer:
+                raise InterpError(f"prompt {p.prompt_id}: the answer of task {task!r} is empty: every answer needs text")

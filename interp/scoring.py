@@ -30,7 +30,7 @@ from transformers import DynamicCache
 from interp.errors import InterpError
 from interp.models import LoadedModel
 from interp.progress import progress
-from interp.prompts import Prompt
+from interp.prompts import Prompt, check_prompt_list
 
 
 @dataclass
@@ -280,19 +280,9 @@ def check_scoring_inputs(model: LoadedModel, prompts: Any, batch_size: Any, end_
     check_int(batch_size, "batch_size", min=1)
     if end_of_answer is not None and not isinstance(end_of_answer, str):
         raise InterpError(f"end_of_answer must be a string, got {end_of_answer!r}")
-    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-        raise InterpError(f"prompts must be a list of Prompt (from build_prompts), got {type(prompts).__name__}")
-    if not prompts:
-        raise InterpError("no prompts to score: build at least one with build_prompts")
+    check_prompt_list(prompts)
     seen_text: set[str] = set()
     for p in prompts:
-        if not isinstance(p, Prompt):
-            raise InterpError(f"prompts must be Prompt objects (from build_prompts), got {type(p).__name__}")
-        if not p.answers:
-            raise InterpError(f"prompt {p.prompt_id} has no answers to score")
-        for task, answer in p.answers.items():
-            if not isinstance(answer, str) or not answer:
-                raise InterpError(f"prompt {p.prompt_id}: the answer of task {task!r} is empty: every answer needs text")
         for text in (p.text, *p.answers.values(), end_of_answer or ""):
             if text in seen_text:
                 continue
